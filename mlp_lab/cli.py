@@ -1,0 +1,168 @@
+"""The ``mlp-lab`` command line. Importing this module imports neither torch nor MLflow."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mlp_lab.errors import PluginError, UsageError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+
+
+class Group(click.Group):
+    """Reports every usage error, ours and click's, as one line with exit code 2."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(130)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            click.echo(f"Error: {exc.format_message()}{hint}", err=True)
+            sys.exit(2)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except (UsageError, PluginError) as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=Group, context_settings=CONTEXT)
+@click.version_option(package_name="mlp-lab", prog_name="mlp-lab")
+def cli() -> None:
+    """Build, check and compare MNIST MLP implementations side by side, tracked in MLflow.
+
+    Implementations are plugins (entry-point group ``mlp_lab``): see ``mlp-lab plugins``.
+    Runs go to ./mlruns (SQLite) unless --tracking-uri or MLFLOW_TRACKING_URI say otherwise.
+    """
+
+
+def main() -> None:
+    cli(prog_name="mlp-lab")
+
+
+# -- shared options ------------------------------------------------------------------------------
+
+
+def tracking_options(f: Any) -> Any:
+    f = click.option("--experiment", default="mlp-lab", show_default=True, help="MLflow experiment name.")(f)
+    f = click.option(
+        "--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow store or server (default: sqlite:///mlruns/mlflow.db)."
+    )(f)
+    return f
+
+
+def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``-p NAME=VALUE`` pairs as a dict (values are converted by each option's type later)."""
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"-p expects NAME=VALUE, got {pair!r}")
+        out[name.strip().replace("-", "_")] = value.strip()
+    return out
+
+
+def parse_seeds(seed: int | None, seeds: str | None, repeat: int | None) -> list[int]:
+    if sum(x is not None for x in (seed, seeds, repeat)) > 1:
+        raise UsageError("use only one of --seed, --seeds and --repeat")
+    if seeds is not None:
+        try:
+            out = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            raise UsageError(f"--seeds expects comma-separated integers, got {seeds!r}") from None
+        if not out or len(set(out)) != len(out):
+            raise UsageError(f"--seeds needs distinct integers, got {seeds!r}")
+        return out
+    if repeat is not None:
+        return [1337 + i for i in range(repeat)]
+    return [1337 if seed is None else seed]
+
+
+# -- run -------------------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--plugin", "plugins", multiple=True, required=True, help="Implementation to run (repeatable); 'all' runs every one.")
+@click.option("--steps", type=int, help="Training steps.")
+@click.option("--lr", type=float, help="Learning rate.")
+@click.option("--hidden", type=int, help="Hidden units per layer.")
+@click.option("--batch-size", type=int, help="Samples per step; 0 means the whole training set.")
+@click.option("--eval-every", type=int, help="Steps between evaluations (default: steps // 100).")
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="An implementation's own option (repeatable).")
+@click.option("--seed", type=int, help="Random seed (default 1337, the seed notebook's).")
+@click.option("--seeds", help="Comma-separated seeds: one run per plugin and seed, grouped under a parent run.")
+@click.option("--repeat", type=click.IntRange(min=1), help="Run each plugin with N seeds (1337, 1338, ...).")
+@click.option("--tiny", is_flag=True, help="500 train / 100 test samples.")
+@click.option("--full", is_flag=True, help="Full MNIST, 60000 / 10000 (read from the data folder, downloaded if missing).")
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="MLP_LAB_DATA_DIR", help="Folder with the MNIST IDX files."
+)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@tracking_options
+def run(**kw: Any) -> None:
+    """Train implementations on the same data, seeds and budget; log each as an MLflow run."""
+    from mlp_lab import runner
+
+    sys.exit(runner.run_command(**kw, overrides=_overrides(kw), seed_list=parse_seeds(kw["seed"], kw["seeds"], kw["repeat"])))
+
+
+def _overrides(kw: dict[str, Any]) -> dict[str, Any]:
+    shared = {k: kw[k] for k in ("steps", "lr", "hidden", "batch_size", "eval_every") if kw[k] is not None}
+    return {**parse_params(kw["params"]), **shared}
+
+
+# -- plugins ---------------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def plugins(as_json: bool) -> None:
+    """List the implementations found, where they come from, and their options; and broken plugins."""
+    from mlp_lab.listing import plugin_listing, print_listing
+
+    listing = plugin_listing()
+    if as_json:
+        click.echo(json.dumps(listing, indent=2))
+    else:
+        print_listing(listing)
+
+
+# -- gradcheck -------------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--plugin", required=True, help="Implementation to check.")
+@click.option("--samples", type=click.IntRange(min=1, max=1000), default=5, show_default=True, help="Training samples in the batch.")
+@click.option("--seed", type=int, default=1337, show_default=True)
+@click.option("--entries", type=click.IntRange(min=1), default=20, show_default=True, help="Entries per tensor for finite differences.")
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="An implementation's own option.")
+@click.option("--hidden", type=int, help="Hidden units per layer.")
+def gradcheck(plugin: str, samples: int, seed: int, entries: int, params: tuple[str, ...], hidden: int | None) -> None:
+    """Compare hand-written gradients with autograd ("backprop ninja"), or autograd with finite differences."""
+    from mlp_lab import gradcheck as check
+    from mlp_lab.registry import check_overrides, get_registry
+
+    impl = get_registry().get(plugin)
+    overrides = parse_params(params) | ({"hidden": hidden} if hidden is not None else {})
+    check_overrides([impl], overrides)
+    sys.exit(check.run(impl, impl.hyperparams(overrides), samples=samples, seed=seed, entries=entries))
+
+
+if __name__ == "__main__":
+    main()

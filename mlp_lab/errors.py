@@ -1,0 +1,11 @@
+"""Errors the command line reports as one line, without a traceback."""
+
+from __future__ import annotations
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as ``Error: <message>`` with exit code 2."""
+
+
+class PluginError(Exception):
+    """A plugin could not be loaded, registered or run; the message names it and its distribution."""

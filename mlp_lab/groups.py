@@ -1,0 +1,44 @@
+"""Comparison groups: one parent run standing for a comparison, one child run per (implementation, seed)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from mlp_lab.runs import Outcome, RunSpec, execute
+
+
+def execute_group(specs: list[RunSpec], data: Any, device: Any, tracker: Any, quiet: bool = False) -> tuple[str, list[Outcome]]:
+    """Run every spec as a child of a new parent run; the parent records what was compared and how it went."""
+    names = list(dict.fromkeys(s.impl.name for s in specs))
+    seeds = list(dict.fromkeys(s.seed for s in specs))
+    shared = {k: v for k, v in specs[0].hp.as_dict().items() if all(s.hp.as_dict().get(k) == v for s in specs)}
+    params = {
+        "plugins": ",".join(names),
+        "seeds": ",".join(map(str, seeds)),
+        "n_runs": len(specs),
+        "dataset": data.name,
+        "n_train": len(data.train),
+        "n_test": len(data.test),
+        "dataset_digest": data.digest,
+        "device": str(device),
+        **{f"shared.{k}": v for k, v in shared.items()},
+    }
+    group = tracker.start_run(f"compare-{'-'.join(names)[:60]}-{time.strftime('%H%M%S')}", params, tags={"mlp_lab.kind": "group"})
+    outcomes: list[Outcome] = []
+    try:
+        for spec in specs:
+            outcomes.append(execute(spec, data, device, tracker, parent=group.run_id, quiet=quiet))
+    except KeyboardInterrupt:
+        group.log_metrics(_counts(outcomes, len(specs)), 0)
+        group.end("KILLED", "interrupted (Ctrl-C)")
+        raise
+    group.log_metrics(_counts(outcomes, len(specs)), 0)
+    failed = [o for o in outcomes if o.status != "FINISHED"]
+    group.end("FINISHED" if len(failed) < len(outcomes) else "FAILED", "; ".join(o.error or "" for o in failed) or None)
+    return group.run_id, outcomes
+
+
+def _counts(outcomes: list[Outcome], planned: int) -> dict[str, float]:
+    ok = sum(o.status == "FINISHED" for o in outcomes)
+    return {"runs_planned": planned, "runs_succeeded": ok, "runs_failed": len(outcomes) - ok}

@@ -1,0 +1,103 @@
+"""The implementation contract: what a plugin's model provides to the core.
+
+The core owns data, seeding, device placement, the training loop, timing and tracking. A model
+owns its parameters and their initialization, prediction, and one training step. The core builds
+it on the CPU right after seeding torch, then moves it with :meth:`Model.to`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from mlp_lab.data import Batch
+    from mlp_lab.options import Hyperparams
+
+REQUIRED = ("parameters", "predict", "loss", "train_step")
+
+
+class Model:
+    """Base class for implementations. Subclass it and fill in the four required methods.
+
+    ``__init__(hp)`` receives the resolved :class:`~mlp_lab.options.Hyperparams` (shared ones
+    such as ``hp.lr``, ``hp.hidden``, ``hp.steps`` and the implementation's own options).
+    Inputs are normalised (N, 784) float tensors; there are 10 classes.
+    """
+
+    n_in = 784
+    n_out = 10
+
+    def __init__(self, hp: Hyperparams) -> None:
+        self.hp = hp
+        self.training = True
+
+    # -- required ------------------------------------------------------------------------
+    def parameters(self) -> dict[str, torch.Tensor]:
+        """The trainable tensors by name (``w1``, ``b1``, ...): logged, gradient-checked, saved."""
+        raise NotImplementedError
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores (N, 10) for inputs ``x`` (N, 784); the predicted digit is their argmax."""
+        raise NotImplementedError
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """The training objective on ``batch`` as a 0-dim tensor, differentiable by autograd."""
+        raise NotImplementedError
+
+    def train_step(self, batch: Batch, step: int) -> torch.Tensor:
+        """One update on ``batch`` (forward, backward, update) at 0-based ``step``; returns the loss.
+
+        Return the loss as a tensor on the device and do not call ``.item()``: the core fetches
+        losses in batches, so a step never waits for the device.
+        """
+        raise NotImplementedError
+
+    # -- optional ------------------------------------------------------------------------
+    def forward_backward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Hand-written gradients, for ``mlp-lab gradcheck``: ``(loss, activations, grads)``.
+
+        ``activations`` are the intermediate tensors of the forward pass by name; ``grads`` holds
+        the hand-written gradient of the loss for each parameter and activation, by the same
+        names. Implementations without hand-written gradients leave this out; they are checked
+        against finite differences instead.
+        """
+        raise NotImplementedError
+
+    # -- provided --------------------------------------------------------------------------
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Model:
+        """Move every tensor and module held in an attribute, keeping tensor identities."""
+        import torch
+
+        def move(value: Any) -> Any:
+            if isinstance(value, torch.nn.Module):
+                return value.to(device=device, dtype=dtype)
+            if isinstance(value, torch.Tensor):
+                target = dtype if dtype is not None and value.is_floating_point() else None
+                value.data = value.data.to(device=device, dtype=target)
+                return value
+            if isinstance(value, (list, tuple)):
+                return type(value)(move(v) for v in value)
+            if isinstance(value, dict):
+                return {k: move(v) for k, v in value.items()}
+            return value
+
+        for name, value in vars(self).items():
+            setattr(self, name, move(value))
+        return self
+
+    def train(self, mode: bool = True) -> Model:
+        """Switch training behaviour (dropout, batch statistics) on or off, for modules too."""
+        import torch
+
+        self.training = mode
+        for value in vars(self).values():
+            if isinstance(value, torch.nn.Module):
+                value.train(mode)
+        return self
+
+    @classmethod
+    def has_hand_written_gradients(cls) -> bool:
+        """Whether this implementation overrides :meth:`forward_backward`."""
+        return cls.forward_backward is not Model.forward_backward

@@ -1,0 +1,98 @@
+"""Hyperparameters: the shared ones every implementation takes, and the options a plugin declares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlp_lab.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Option:
+    """A hyperparameter: its name, type, default, allowed range and one line of help."""
+
+    name: str
+    type: type
+    default: Any
+    help: str = ""
+    min: float | None = None
+    max: float | None = None
+    above: float | None = None
+    below: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+    def parse(self, value: Any, owner: str = "") -> Any:
+        """``value`` (a string from the command line, or a Python value) converted and checked."""
+        where = f"{owner}: " if owner else ""
+        if value is None and self.default is None:
+            return None
+        try:
+            if self.type is bool and isinstance(value, str):
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(value)
+                converted = value.lower() in ("1", "true", "yes", "on")
+            else:
+                converted = self.type(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"{where}{self.name} must be {self.type.__name__}, got {value!r}") from None
+        if self.choices is not None and converted not in self.choices:
+            raise UsageError(f"{where}{self.name} must be one of {', '.join(map(str, self.choices))}, got {value!r}")
+        if self.min is not None and converted < self.min:
+            raise UsageError(f"{where}{self.name} must be >= {self.min}, got {value!r}")
+        if self.max is not None and converted > self.max:
+            raise UsageError(f"{where}{self.name} must be <= {self.max}, got {value!r}")
+        if self.above is not None and converted <= self.above:
+            raise UsageError(f"{where}{self.name} must be > {self.above}, got {value!r}")
+        if self.below is not None and converted >= self.below:
+            raise UsageError(f"{where}{self.name} must be < {self.below}, got {value!r}")
+        return converted
+
+    def describe(self) -> str:
+        """``name=default (type, range): help`` for listings."""
+        bounds = []
+        if self.choices is not None:
+            bounds.append("|".join(map(str, self.choices)))
+        low = f">={self.min}" if self.min is not None else f">{self.above}" if self.above is not None else ""
+        high = f"<={self.max}" if self.max is not None else f"<{self.below}" if self.below is not None else ""
+        bounds += [b for b in (low, high) if b]
+        kind = ", ".join([self.type.__name__, *bounds])
+        return f"{self.name}={self.default} ({kind})" + (f": {self.help}" if self.help else "")
+
+
+# The shared hyperparameters: every implementation gets them, the core uses steps, batch_size and
+# eval_every, and an implementation's defaults may override any default here.
+SHARED = (
+    Option("steps", int, 10000, "training steps", min=1),
+    Option("lr", float, 0.1, "learning rate", above=0.0),
+    Option("hidden", int, 50, "hidden units per layer", min=1),
+    Option("batch_size", int, 0, "samples per step; 0 means the whole training set", min=0),
+    Option("eval_every", int, 0, "steps between evaluations; 0 means steps // 100", min=0),
+)
+
+
+@dataclass(frozen=True)
+class Hyperparams:
+    """The resolved hyperparameters of one run, read as attributes (``hp.lr``, ``hp.dropout``)."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "values":  # copy and pickle probe before __init__
+            raise AttributeError(name)
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.values)
+
+
+def resolve(options: dict[str, Option], defaults: dict[str, Any], overrides: dict[str, Any], owner: str) -> Hyperparams:
+    """Defaults, then the implementation's defaults, then the user's overrides, each value checked."""
+    values = {}
+    for name, option in options.items():
+        value = overrides.get(name, defaults.get(name, option.default))
+        values[name] = option.parse(value, owner)
+    return Hyperparams(values)

@@ -1,0 +1,41 @@
+"""Progress while training: a live bar on a terminal, plain periodic lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Progress:
+    """Shows step, loss and steps/s for one run; ``update`` is called once per fetched interval."""
+
+    def __init__(self, label: str, total: int, quiet: bool = False) -> None:
+        self.label, self.total, self.quiet = label, total, quiet
+        self.start = time.perf_counter()
+        self.next_line = 0.0
+        self.bar = None
+        if not quiet and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]:.4g}  {task.fields[rate]:.0f} steps/s"),
+                TimeRemainingColumn(),
+                transient=False,
+            )
+            self.task = self.bar.add_task(label, total=total, loss=float("nan"), rate=0.0)
+            self.bar.start()
+
+    def update(self, step: int, loss: float) -> None:
+        rate = step / max(time.perf_counter() - self.start, 1e-9)
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, loss=loss, rate=rate)
+        elif not self.quiet and (step / self.total >= self.next_line or step == self.total):
+            print(f"{self.label}: step {step}/{self.total}  loss {loss:.5g}  {rate:.0f} steps/s", file=sys.stderr, flush=True)
+            self.next_line = step / self.total + 0.1
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()

@@ -1,0 +1,255 @@
+"""Finding implementations: the plugin manager, entry points, and what each plugin registered.
+
+Every plugin, the built-in ones too, is an entry point in the group ``mlp_lab``. Each is loaded
+and asked for its implementations on its own, so one that fails to import, raises in its hook
+or breaks the contract is reported (by entry point and distribution, with the error) and the
+others still work. Built-in plugins load first. A name that is already taken stays with its
+first owner; the later one is registered under ``DISTRIBUTION:NAME`` and the clash is reported.
+
+``MLP_LAB_LOAD_PLUGINS=a,b`` loads only those entry points (empty: none);
+``MLP_LAB_TRACE_PLUGINS=1`` prints every hook call and its result to stderr.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Protocol
+
+import pluggy
+
+from mlp_lab import hookspecs
+from mlp_lab.errors import PluginError, UsageError
+from mlp_lab.model import REQUIRED
+from mlp_lab.options import SHARED, Hyperparams, Option, resolve
+
+GROUP = "mlp_lab"
+BUILTIN_DISTRIBUTION = "mlp-lab"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+
+
+class Register(Protocol):
+    """The callback a plugin's ``register_implementations`` hook receives."""
+
+    def __call__(
+        self,
+        name: str,
+        description: str,
+        model: type | str,
+        defaults: dict[str, Any] | None = None,
+        options: tuple[Option, ...] | list[Option] = (),
+    ) -> None: ...
+
+
+@dataclass
+class Implementation:
+    """One registered implementation and where it came from."""
+
+    name: str
+    description: str
+    model: type | str
+    defaults: dict[str, Any]
+    options: tuple[Option, ...]
+    plugin: str
+    distribution: str
+    version: str
+    location: str
+
+    @property
+    def builtin(self) -> bool:
+        return self.distribution == BUILTIN_DISTRIBUTION
+
+    def all_options(self) -> dict[str, Option]:
+        """The shared hyperparameters with this implementation's defaults, then its own options."""
+        shared = {o.name: Option(**{**o.__dict__, "default": self.defaults.get(o.name, o.default)}) for o in SHARED}
+        return {**shared, **{o.name: o for o in self.options}}
+
+    def hyperparams(self, overrides: dict[str, Any]) -> Hyperparams:
+        """The run's hyperparameters: defaults overridden by ``overrides`` (unknown keys ignored)."""
+        return resolve(self.all_options(), self.defaults, overrides, self.name)
+
+    def model_class(self) -> type:
+        """The model class, imported now if it was registered by path; checked against the contract."""
+        model = self.model
+        if isinstance(model, str):
+            module_name, _, attr = model.partition(":")
+            try:
+                model = getattr(importlib.import_module(module_name), attr)
+            except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's
+                raise PluginError(f"{self.label}: cannot import model {self.model!r}: {type(exc).__name__}: {exc}") from exc
+        missing = contract_gaps(model)
+        if missing:
+            raise PluginError(f"{self.label}: model {getattr(model, '__name__', model)!r} lacks {', '.join(missing)}")
+        return model
+
+    @property
+    def label(self) -> str:
+        return f"implementation '{self.name}' (plugin '{self.plugin}' from {self.distribution} {self.version})"
+
+
+@dataclass
+class Problem:
+    """A plugin, or one of its registrations, that could not be used."""
+
+    plugin: str
+    distribution: str
+    version: str
+    error: str
+
+
+@dataclass
+class Registry:
+    """The implementations found, by name, and the problems met while finding them."""
+
+    implementations: dict[str, Implementation] = field(default_factory=dict)
+    broken: list[Problem] = field(default_factory=list)
+    clashes: list[Problem] = field(default_factory=list)
+
+    def get(self, name: str) -> Implementation:
+        """The implementation called ``name``; a :class:`UsageError` naming the known ones if none."""
+        if name in self.implementations:
+            return self.implementations[name]
+        for problem in self.broken:
+            if problem.plugin == name:
+                raise UsageError(f"plugin '{name}' ({problem.distribution} {problem.version}) is broken: {problem.error}")
+        known = ", ".join(sorted(self.implementations)) or "none"
+        raise UsageError(f"unknown plugin '{name}'; known: {known}")
+
+    def names(self) -> list[str]:
+        return list(self.implementations)
+
+
+def contract_gaps(model: Any) -> list[str]:
+    """The required methods ``model`` does not provide (empty when it keeps the contract)."""
+    from mlp_lab.model import Model
+
+    if not isinstance(model, type):
+        return ["a class (got a " + type(model).__name__ + ")"]
+    return [m for m in REQUIRED if getattr(model, m, None) in (None, getattr(Model, m))]
+
+
+def _distribution(ep: metadata.EntryPoint) -> tuple[str, str]:
+    dist = getattr(ep, "dist", None)
+    return (dist.metadata["Name"], dist.version) if dist is not None else ("unknown", "")
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    eps = list(metadata.entry_points(group=GROUP))
+    only = os.environ.get("MLP_LAB_LOAD_PLUGINS")
+    if only is not None:
+        wanted = {n.strip() for n in only.split(",") if n.strip()}
+        eps = [ep for ep in eps if ep.name in wanted]
+    # Built-in plugins first, then the others in a stable order.
+    return sorted(eps, key=lambda ep: (_distribution(ep)[0] != BUILTIN_DISTRIBUTION, ep.name, _distribution(ep)[0]))
+
+
+def _trace(message: str) -> None:
+    if os.environ.get("MLP_LAB_TRACE_PLUGINS"):
+        print(f"[mlp-lab trace] {message}", file=sys.stderr)
+
+
+def plugin_manager() -> pluggy.PluginManager:
+    """A plugin manager with mlp-lab's hook specifications (and tracing when asked for)."""
+    pm = pluggy.PluginManager(GROUP)
+    pm.add_hookspecs(hookspecs)
+    if os.environ.get("MLP_LAB_TRACE_PLUGINS"):
+        pm.trace.root.setwriter(lambda s: sys.stderr.write(f"[mlp-lab trace] {s}"))
+        pm.enable_tracing()
+    return pm
+
+
+def load(entry_points: list[metadata.EntryPoint] | None = None) -> Registry:
+    """Load every plugin of the ``mlp_lab`` entry-point group into a new :class:`Registry`."""
+    registry = Registry()
+    pm = plugin_manager()
+    for ep in _entry_points() if entry_points is None else entry_points:
+        dist, version = _distribution(ep)
+
+        def problem(error: str, ep: metadata.EntryPoint = ep, dist: str = dist, version: str = version) -> None:
+            registry.broken.append(Problem(ep.name, dist, version, error))
+            _trace(f"plugin '{ep.name}' ({dist} {version}) broken: {error}")
+
+        _trace(f"loading entry point {ep.name} = {ep.value} ({dist} {version})")
+        try:
+            module = ep.load()
+        except BaseException as exc:  # noqa: BLE001 - SystemExit and friends from a plugin too
+            problem(f"failed to import {ep.value}: {type(exc).__name__}: {exc}")
+            continue
+        try:
+            pm.register(module, name=ep.name)
+        except Exception as exc:  # noqa: BLE001
+            problem(f"cannot be registered: {type(exc).__name__}: {exc}")
+            continue
+        unknown = [c.name for c in pm.get_hookcallers(module) or [] if c.spec is None]
+        if unknown or not pm.get_hookcallers(module):
+            pm.unregister(module)
+            problem(f"defines unknown hook(s) {', '.join(unknown)}" if unknown else "implements no mlp-lab hook")
+            continue
+        register_plugin(pm, module, ep.name, dist, version, registry, problem)
+    return registry
+
+
+def register_plugin(pm, module, plugin: str, dist: str, version: str, registry: Registry, problem) -> None:  # noqa: ANN001
+    """Ask one plugin for its implementations; keep them all, or none if it fails."""
+    pending: list[Implementation] = []
+    location = getattr(module, "__file__", None) or repr(module)
+
+    def register(name, description, model, defaults=None, options=()):  # noqa: ANN001, ANN202
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise PluginError(f"invalid implementation name {name!r}")
+        if not isinstance(description, str) or not description.strip():
+            raise PluginError(f"implementation '{name}' needs a one-line description")
+        if not isinstance(model, str):
+            gaps = contract_gaps(model)
+            if gaps:
+                raise PluginError(f"implementation '{name}': model lacks {', '.join(gaps)}")
+        opts = tuple(options)
+        shared = {o.name for o in SHARED}
+        for o in opts:
+            if not isinstance(o, Option):
+                raise PluginError(f"implementation '{name}': options must be mlp_lab.Option, got {o!r}")
+            if o.name in shared:
+                raise PluginError(f"implementation '{name}': option '{o.name}' is shared; set it in defaults")
+            o.parse(o.default, name)
+        unknown = set(defaults or {}) - shared - {o.name for o in opts}
+        if unknown:
+            raise PluginError(f"implementation '{name}': defaults for unknown hyperparameters {sorted(unknown)}")
+        pending.append(Implementation(name, description.strip(), model, dict(defaults or {}), opts, plugin, dist, version, location))
+
+    others = [p for p in pm.get_plugins() if p is not module]
+    try:
+        pm.subset_hook_caller("register_implementations", remove_plugins=others)(register=register)
+    except Exception as exc:  # noqa: BLE001
+        problem(f"raised during registration: {type(exc).__name__}: {exc}")
+        pm.unregister(module)
+        return
+    for impl in pending:
+        if impl.name in registry.implementations:
+            owner = registry.implementations[impl.name]
+            impl.name = f"{dist}:{impl.name}"
+            registry.clashes.append(
+                Problem(plugin, dist, version, f"name '{impl.name.split(':', 1)[1]}' is taken by {owner.distribution}; registered as '{impl.name}'")
+            )
+        registry.implementations[impl.name] = impl
+        _trace(f"registered '{impl.name}' from plugin '{plugin}' ({dist} {version})")
+
+
+@functools.cache
+def get_registry() -> Registry:
+    """The registry of this process, loaded on first use."""
+    return load()
+
+
+def check_overrides(impls: list[Implementation], overrides: dict[str, Any]) -> None:
+    """Every override must be a hyperparameter of at least one of ``impls``, with a valid value for each."""
+    for key in overrides:
+        if not any(key in impl.all_options() for impl in impls):
+            known = sorted({o for impl in impls for o in impl.all_options()})
+            raise UsageError(f"unknown parameter '{key}' for {', '.join(i.name for i in impls)}; known: {', '.join(known)}")
+    for impl in impls:
+        impl.hyperparams(overrides)

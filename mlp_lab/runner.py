@@ -1,0 +1,121 @@
+"""``mlp-lab run``: check everything, then train each (implementation, seed) as a tracked run.
+
+One run alone is a plain MLflow run. Several (more than one implementation or seed) form a
+comparison group: a parent run that records the implementations, seeds and shared settings,
+with one child run per pair; a failing child does not stop the others.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from mlp_lab.data import SIZES
+from mlp_lab.errors import UsageError
+from mlp_lab.registry import Implementation, check_overrides, get_registry
+
+
+def select(names: tuple[str, ...]) -> list[Implementation]:
+    """The implementations named (``all``: every registered one), each once, in the order given."""
+    registry = get_registry()
+    chosen: list[Implementation] = []
+    for name in names:
+        for impl in registry.implementations.values() if name == "all" else [registry.get(name)]:
+            if impl not in chosen:
+                chosen.append(impl)
+    if not chosen:
+        raise UsageError("no implementations to run (none registered; see 'mlp-lab plugins')")
+    return chosen
+
+
+def data_size(tiny: bool, full: bool) -> str:
+    if tiny and full:
+        raise UsageError("--tiny and --full exclude each other")
+    return "tiny" if tiny else "full" if full else "default"
+
+
+def run_command(
+    plugins: tuple[str, ...],
+    overrides: dict[str, Any],
+    seed_list: list[int],
+    tiny: bool,
+    full: bool,
+    data_dir: Path | None,
+    device: str,
+    quiet: bool,
+    tracking_uri: str | None,
+    experiment: str,
+    **_: Any,
+) -> int:
+    """Validate, then train and log every run; the exit code is 1 when any run failed."""
+    impls = select(plugins)
+    check_overrides(impls, overrides)
+    size = data_size(tiny, full)
+    if data_dir is not None and not data_dir.is_dir():
+        raise UsageError(f"--data-dir {data_dir}: no such folder")
+    n_train = SIZES[size][0]
+    hps = {impl.name: impl.hyperparams(overrides) for impl in impls}
+    for name, hp in hps.items():
+        if hp.batch_size > n_train:
+            raise UsageError(f"{name}: batch_size {hp.batch_size} is larger than the training set ({n_train})")
+    classes = {impl.name: impl.model_class() for impl in impls}
+
+    from mlp_lab import data as data_module
+    from mlp_lab.runs import RunSpec, execute, resolve_device
+    from mlp_lab.tracking import Tracker
+
+    dev = resolve_device(device)
+    data = data_module.load(size, data_dir)
+    tracker = open_tracker(tracking_uri, experiment)
+    specs = [RunSpec(impl, classes[impl.name], hps[impl.name], seed) for impl in impls for seed in seed_list]
+
+    if len(specs) == 1:
+        outcomes = [execute(specs[0], data, dev, tracker, quiet=quiet)]
+        parent = None
+    else:
+        from mlp_lab import groups
+
+        parent, outcomes = groups.execute_group(specs, data, dev, tracker, quiet=quiet)
+    print_outcomes(outcomes, tracker, parent)
+    return 0 if all(o.status == "FINISHED" for o in outcomes) else 1
+
+
+def open_tracker(uri: str | None, experiment: str) -> Any:
+    """The MLflow experiment to log to; an unreachable or invalid store is a usage error."""
+    from mlp_lab.tracking import Tracker
+
+    try:
+        return Tracker(uri, experiment)
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"cannot open the MLflow store {uri or '(default)'}: {first}") from None
+
+
+def print_outcomes(outcomes: list[Any], tracker: Any, parent: str | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="mlp-lab runs", title_justify="left")
+    for col in ("plugin", "seed", "status", "train acc", "test acc", "final loss", "train s", "steps/s", "run id"):
+        table.add_column(col, justify="right" if col not in ("plugin", "status", "run id") else "left")
+    for o in outcomes:
+        m = o.metrics
+        fmt = lambda key, spec: format(m[key], spec) if key in m else "-"  # noqa: E731
+        table.add_row(
+            o.spec.impl.name,
+            str(o.spec.seed),
+            o.status,
+            fmt("train_accuracy", ".3f"),
+            fmt("test_accuracy", ".3f"),
+            fmt("final_train_loss", ".4g"),
+            fmt("train_time_s", ".1f"),
+            fmt("steps_per_s", ".0f"),
+            o.run_id,
+        )
+    console = Console(file=sys.stdout, width=max(Console().width, 120))
+    console.print(table)
+    console.print(f"Tracked in {tracker.uri} (experiment id {tracker.experiment_id}).")
+    if parent:
+        console.print(f"Comparison group: run {parent}")
+    console.print("See them with: mlp-lab ui")

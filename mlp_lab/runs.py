@@ -1,0 +1,156 @@
+"""Running implementations: one tracked MLflow run per (implementation, seed).
+
+Everything that can be checked is checked before the first run is created, so bad input never
+leaves a half-written run. A run whose implementation raises, or whose loss stops being finite,
+ends FAILED with the reason recorded on it; the next run still goes. Ctrl-C ends the current
+run KILLED, with every metric fetched so far kept.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+import mlp_lab
+from mlp_lab import figures, training
+from mlp_lab.data import Dataset
+from mlp_lab.options import Hyperparams
+from mlp_lab.progress import Progress
+from mlp_lab.registry import Implementation
+from mlp_lab.tracking import RunLog, Tracker
+
+
+@dataclass
+class RunSpec:
+    """What one run trains: an implementation, its resolved hyperparameters, a seed."""
+
+    impl: Implementation
+    model_class: type
+    hp: Hyperparams
+    seed: int
+
+
+@dataclass
+class Outcome:
+    """How one run ended, with its final metrics when it finished."""
+
+    spec: RunSpec
+    run_id: str
+    status: str
+    error: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    model_uri: str | None = None
+
+
+def params_of(spec: RunSpec, data: Dataset, device: torch.device) -> dict[str, Any]:
+    """Every parameter a run logs: hyperparameters, seed, where the code and data came from."""
+    return {
+        **spec.hp.as_dict(),
+        "plugin": spec.impl.name,
+        "plugin_distribution": spec.impl.distribution,
+        "plugin_version": spec.impl.version,
+        "seed": spec.seed,
+        "device": str(device),
+        "dataset": data.name,
+        "n_train": len(data.train),
+        "n_test": len(data.test),
+        "dataset_digest": data.digest,
+        "mlp_lab_version": mlp_lab.__version__,
+        "torch_version": torch.__version__,
+    }
+
+
+def execute(spec: RunSpec, data: Dataset, device: torch.device, tracker: Tracker, parent: str | None = None, quiet: bool = False) -> Outcome:
+    """Train ``spec`` on ``data`` as one MLflow run and log everything; never raises for plugin errors."""
+    name = f"{spec.impl.name}-s{spec.seed}"
+    tags = {"mlp_lab.plugin": spec.impl.name, "mlp_lab.kind": "run"}
+    run = tracker.start_run(name, {**params_of(spec, data, device), **device_params(device)}, tags=tags, parent=parent)
+    progress = Progress(name, spec.hp.steps, quiet=quiet)
+
+    def on_losses(values: list[float], first: int) -> None:
+        run.log_series("train_loss", values, first)
+        progress.update(first + len(values), values[-1])
+
+    try:
+        log_datasets(run, data)
+        random.seed(spec.seed)
+        torch.manual_seed(spec.seed)
+        model = spec.model_class(spec.hp)
+        model.to(device)
+        summary = training.train(model, data.to(device), spec.hp, spec.seed, on_losses, lambda ev: run.log_metrics(ev.metrics(), ev.step))
+        metrics = summary.metrics()
+        run.log_metrics(metrics, summary.steps)
+        run.log_figure(figures.loss_curve(summary, f"{spec.impl.name} (seed {spec.seed}) on {data.name}"), "loss_curve.png")
+        model_uri = log_model(run, spec, model, data)
+        progress.close()
+        run.end("FINISHED")
+        return Outcome(spec, run.run_id, "FINISHED", metrics=metrics, model_uri=model_uri)
+    except KeyboardInterrupt:
+        progress.close()
+        run.end("KILLED", "interrupted (Ctrl-C)")
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failing plugin ends its own run, not the tool
+        progress.close()
+        error = f"{spec.impl.label} failed: {type(exc).__name__}: {exc}"
+        try:
+            run.log_text("".join(traceback.format_exception(exc)), "error.txt")
+        finally:
+            run.end("FAILED", error)
+        print(f"Error: {error}", file=sys.stderr)
+        return Outcome(spec, run.run_id, "FAILED", error=error)
+
+
+def device_params(device: torch.device) -> dict[str, Any]:
+    """The device's name and memory, for the run's params."""
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return {"device_name": props.name, "device_memory_gb": round(props.total_memory / 2**30, 1)}
+    import platform
+
+    return {"device_name": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads()}
+
+
+def log_datasets(run: RunLog, data: Dataset) -> None:
+    for split, context in ((data.train, "training"), (data.test, "evaluation")):
+        run.log_dataset(
+            f"{data.name}-{context}",
+            data.digest,
+            data.source,
+            features=split.x.cpu().numpy(),
+            targets=split.y.cpu().numpy(),
+            context=context,
+        )
+
+
+def log_model(run: RunLog, spec: RunSpec, model: Any, data: Dataset) -> str:
+    import warnings
+
+    with warnings.catch_warnings():  # MLflow advises type hints on predict; the signature is given instead
+        warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
+        from mlp_lab import pyfunc_model
+
+        classifier = pyfunc_model.DigitClassifier(model, data.mean, data.std)
+        example = data.raw_test[:5].numpy().astype("float32")
+        return run.log_model(classifier, example, pyfunc_model.requirements(spec.impl.distribution, spec.impl.version))
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then the CPU; an unavailable device is a usage error."""
+    from mlp_lab.errors import UsageError
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise UsageError("--device mps: no MPS device is available here")
+    return torch.device(name)

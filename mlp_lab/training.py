@@ -1,0 +1,154 @@
+"""The training loop: batches, steps, evaluation cadence, timing. No tracking here.
+
+Losses stay on the device in a buffer and are fetched once per evaluation interval, so a step
+never waits for the device; what is fetched goes to ``on_losses`` and evaluations to ``on_eval``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from mlp_lab.data import Batch, Dataset
+from mlp_lab.model import Model
+from mlp_lab.options import Hyperparams
+
+EVAL_CHUNK = 10000
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class Evaluation:
+    step: int
+    train_loss: float
+    train_accuracy: float
+    test_loss: float
+    test_accuracy: float
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "train_accuracy": self.train_accuracy,
+            "test_accuracy": self.test_accuracy,
+            "train_eval_loss": self.train_loss,
+            "test_loss": self.test_loss,
+        }
+
+
+@dataclass
+class Summary:
+    steps: int = 0
+    train_time_s: float = 0.0
+    eval_time_s: float = 0.0
+    losses: list[float] = field(default_factory=list)
+    evaluations: list[Evaluation] = field(default_factory=list)
+
+    @property
+    def final(self) -> Evaluation:
+        return self.evaluations[-1]
+
+    def metrics(self) -> dict[str, float]:
+        """The run's final figures."""
+        return {
+            **self.final.metrics(),
+            "final_train_loss": self.losses[-1] if self.losses else math.nan,
+            "train_time_s": self.train_time_s,
+            "eval_time_s": self.eval_time_s,
+            "steps_per_s": self.steps / self.train_time_s if self.train_time_s > 0 else math.nan,
+        }
+
+
+def batches(train: Batch, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
+    """The whole set every step when ``batch_size`` is 0 (or covers it); else shuffled mini-batches by epoch."""
+    n = len(train)
+    if batch_size <= 0 or batch_size >= n:
+        while True:
+            yield train
+    while True:
+        order = torch.randperm(n, generator=generator, device=generator.device)
+        for start in range(0, n - batch_size + 1, batch_size):  # drop the last incomplete batch
+            idx = order[start : start + batch_size]
+            yield Batch(train.x[idx], train.y[idx], train.onehot[idx])
+
+
+@torch.no_grad()
+def evaluate(model: Model, batch: Batch) -> tuple[float, float]:
+    """Mean loss and accuracy of ``model`` on ``batch``, in chunks to bound memory."""
+    total_loss, correct, n = 0.0, 0, len(batch)
+    for s in range(0, n, EVAL_CHUNK):
+        part = Batch(batch.x[s : s + EVAL_CHUNK], batch.y[s : s + EVAL_CHUNK], batch.onehot[s : s + EVAL_CHUNK])
+        total_loss += model.loss(part).float().item() * len(part)
+        correct += (model.predict(part.x).argmax(1) == part.y).sum().item()
+    return total_loss / n, correct / n
+
+
+def train(
+    model: Model,
+    data: Dataset,
+    hp: Hyperparams,
+    seed: int,
+    on_losses: Callable[[list[float], int], None],
+    on_eval: Callable[[Evaluation], None],
+) -> Summary:
+    """Train ``model`` for ``hp.steps`` steps on ``data``, evaluating every ``hp.eval_every`` steps.
+
+    ``on_losses(values, first_step)`` receives the per-step losses as they are fetched;
+    ``on_eval(evaluation)`` each evaluation (before training, every interval, and at the end).
+    A partial interval is still handed over when training stops early (error or Ctrl-C).
+    """
+    steps = hp.steps
+    every = hp.eval_every or max(1, steps // 100)
+    device = data.train.x.device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    stream = batches(data.train, hp.batch_size, generator)
+    summary = Summary()
+    buffer = torch.empty(min(every, steps), device=device)
+    fetched = 0  # steps whose losses have been handed over
+
+    def run_eval(step: int) -> None:
+        t = time.perf_counter()
+        model.train(False)
+        train_loss, train_acc = evaluate(model, data.train)
+        test_loss, test_acc = evaluate(model, data.test)
+        model.train(True)
+        ev = Evaluation(step, train_loss, train_acc, test_loss, test_acc)
+        summary.evaluations.append(ev)
+        summary.eval_time_s += time.perf_counter() - t
+        on_eval(ev)
+
+    def hand_over(upto: int) -> None:
+        nonlocal fetched
+        if upto <= fetched:
+            return
+        values, first = buffer[: upto - fetched].tolist(), fetched
+        fetched = upto
+        summary.losses.extend(values)
+        on_losses(values, first)
+        for i, v in enumerate(values):
+            if not math.isfinite(v):
+                raise NonFiniteLoss(f"the training loss became {v} at step {first + i}")
+
+    run_eval(0)
+    start = time.perf_counter()
+    step = 0
+    try:
+        for step in range(steps):
+            buffer[step - fetched] = model.train_step(next(stream), step).detach()
+            if step + 1 - fetched == len(buffer) or step + 1 == steps:
+                hand_over(step + 1)
+                if (step + 1) % every == 0 or step + 1 == steps:
+                    summary.train_time_s += time.perf_counter() - start
+                    run_eval(step + 1)
+                    start = time.perf_counter()
+    except BaseException:
+        summary.train_time_s += time.perf_counter() - start
+        hand_over(step)  # the losses of the steps completed so far
+        raise
+    summary.steps = steps
+    return summary
