@@ -97,7 +97,9 @@ def parse_seeds(seed: int | None, seeds: str | None, repeat: int | None) -> list
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--plugin", "plugins", multiple=True, required=True, help="Implementation to run (repeatable); 'all' runs every one.")
+@click.option(
+    "--plugin", "plugins", multiple=True, required=True, help="Implementation to run (repeatable); 'all' runs every one."
+)
 @click.option("--steps", type=int, help="Training steps.")
 @click.option("--lr", type=float, help="Learning rate.")
 @click.option("--hidden", type=int, help="Hidden units per layer.")
@@ -110,7 +112,10 @@ def parse_seeds(seed: int | None, seeds: str | None, repeat: int | None) -> list
 @click.option("--tiny", is_flag=True, help="500 train / 100 test samples.")
 @click.option("--full", is_flag=True, help="Full MNIST, 60000 / 10000 (read from the data folder, downloaded if missing).")
 @click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="MLP_LAB_DATA_DIR", help="Folder with the MNIST IDX files."
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="MLP_LAB_DATA_DIR",
+    help="Folder with the MNIST IDX files.",
 )
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
@@ -148,9 +153,13 @@ def plugins(as_json: bool) -> None:
 
 @cli.command(context_settings=CONTEXT)
 @click.option("--plugin", required=True, help="Implementation to check.")
-@click.option("--samples", type=click.IntRange(min=1, max=1000), default=5, show_default=True, help="Training samples in the batch.")
+@click.option(
+    "--samples", type=click.IntRange(min=1, max=1000), default=5, show_default=True, help="Training samples in the batch."
+)
 @click.option("--seed", type=int, default=1337, show_default=True)
-@click.option("--entries", type=click.IntRange(min=1), default=20, show_default=True, help="Entries per tensor for finite differences.")
+@click.option(
+    "--entries", type=click.IntRange(min=1), default=20, show_default=True, help="Entries per tensor for finite differences."
+)
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="An implementation's own option.")
 @click.option("--hidden", type=int, help="Hidden units per layer.")
 def gradcheck(plugin: str, samples: int, seed: int, entries: int, params: tuple[str, ...], hidden: int | None) -> None:

@@ -64,7 +64,7 @@ def finite_differences(model, batch: Batch, seed: int, entries: int, eps: float 
     grads = torch.autograd.grad(loss(), list(params.values()), allow_unused=True)
     pick = torch.Generator().manual_seed(seed)
     rows = []
-    for (name, p), g in zip(params.items(), grads):
+    for (name, p), g in zip(params.items(), grads, strict=True):
         g = torch.zeros_like(p) if g is None else g
         idx = torch.randperm(p.numel(), generator=pick)[:entries]
         numeric = torch.empty(len(idx), dtype=torch.float64)

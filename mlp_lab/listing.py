@@ -58,7 +58,10 @@ def print_listing(listing: dict[str, Any]) -> None:
     if not listing["implementations"]:
         console.print("No implementations found (is MLP_LAB_LOAD_PLUGINS set?).")
     for clash in listing["clashes"]:
-        console.print(f"[yellow]Name clash[/yellow]: plugin '{clash['plugin']}' ({clash['distribution']} {clash['version']}): {clash['error']}")
+        console.print(
+            f"[yellow]Name clash[/yellow]: plugin '{clash['plugin']}' "
+            f"({clash['distribution']} {clash['version']}): {clash['error']}"
+        )
     for broken in listing["broken"]:
         console.print(
             f"[red]Broken plugin[/red] '{broken['plugin']}' ({broken['distribution']} {broken['version']}): {broken['error']}",

@@ -219,7 +219,9 @@ def register_plugin(pm, module, plugin: str, dist: str, version: str, registry: 
         unknown = set(defaults or {}) - shared - {o.name for o in opts}
         if unknown:
             raise PluginError(f"implementation '{name}': defaults for unknown hyperparameters {sorted(unknown)}")
-        pending.append(Implementation(name, description.strip(), model, dict(defaults or {}), opts, plugin, dist, version, location))
+        pending.append(
+            Implementation(name, description.strip(), model, dict(defaults or {}), opts, plugin, dist, version, location)
+        )
 
     others = [p for p in pm.get_plugins() if p is not module]
     try:
@@ -233,7 +235,12 @@ def register_plugin(pm, module, plugin: str, dist: str, version: str, registry: 
             owner = registry.implementations[impl.name]
             impl.name = f"{dist}:{impl.name}"
             registry.clashes.append(
-                Problem(plugin, dist, version, f"name '{impl.name.split(':', 1)[1]}' is taken by {owner.distribution}; registered as '{impl.name}'")
+                Problem(
+                    plugin,
+                    dist,
+                    version,
+                    f"name '{impl.name.split(':', 1)[1]}' is taken by {owner.distribution}; registered as '{impl.name}'",
+                )
             )
         registry.implementations[impl.name] = impl
         _trace(f"registered '{impl.name}' from plugin '{plugin}' ({dist} {version})")

@@ -63,7 +63,6 @@ def run_command(
 
     from mlp_lab import data as data_module
     from mlp_lab.runs import RunSpec, execute, resolve_device
-    from mlp_lab.tracking import Tracker
 
     dev = resolve_device(device)
     data = data_module.load(size, data_dir)
@@ -100,8 +99,7 @@ def print_outcomes(outcomes: list[Any], tracker: Any, parent: str | None) -> Non
     for col in ("plugin", "seed", "status", "train acc", "test acc", "final loss", "train s", "steps/s", "run id"):
         table.add_column(col, justify="right" if col not in ("plugin", "status", "run id") else "left")
     for o in outcomes:
-        m = o.metrics
-        fmt = lambda key, spec: format(m[key], spec) if key in m else "-"  # noqa: E731
+        fmt = lambda key, spec, m=o.metrics: format(m[key], spec) if key in m else "-"  # noqa: E731
         table.add_row(
             o.spec.impl.name,
             str(o.spec.seed),

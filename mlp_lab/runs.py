@@ -65,7 +65,9 @@ def params_of(spec: RunSpec, data: Dataset, device: torch.device) -> dict[str, A
     }
 
 
-def execute(spec: RunSpec, data: Dataset, device: torch.device, tracker: Tracker, parent: str | None = None, quiet: bool = False) -> Outcome:
+def execute(
+    spec: RunSpec, data: Dataset, device: torch.device, tracker: Tracker, parent: str | None = None, quiet: bool = False
+) -> Outcome:
     """Train ``spec`` on ``data`` as one MLflow run and log everything; never raises for plugin errors."""
     name = f"{spec.impl.name}-s{spec.seed}"
     tags = {"mlp_lab.plugin": spec.impl.name, "mlp_lab.kind": "run"}
@@ -82,7 +84,9 @@ def execute(spec: RunSpec, data: Dataset, device: torch.device, tracker: Tracker
         torch.manual_seed(spec.seed)
         model = spec.model_class(spec.hp)
         model.to(device)
-        summary = training.train(model, data.to(device), spec.hp, spec.seed, on_losses, lambda ev: run.log_metrics(ev.metrics(), ev.step))
+        summary = training.train(
+            model, data.to(device), spec.hp, spec.seed, on_losses, lambda ev: run.log_metrics(ev.metrics(), ev.step)
+        )
         metrics = summary.metrics()
         run.log_metrics(metrics, summary.steps)
         run.log_figure(figures.loss_curve(summary, f"{spec.impl.name} (seed {spec.seed}) on {data.name}"), "loss_curve.png")

@@ -58,7 +58,9 @@ class Tracker:
         )
         mlflow.set_experiment(experiment_id=self.experiment_id)  # where MLflow puts logged models
 
-    def start_run(self, name: str, params: dict[str, Any], tags: dict[str, str] | None = None, parent: str | None = None) -> RunLog:
+    def start_run(
+        self, name: str, params: dict[str, Any], tags: dict[str, str] | None = None, parent: str | None = None
+    ) -> RunLog:
         """A new RUNNING run with ``params`` logged (a child of ``parent`` when given)."""
         from mlflow.entities import Param
 
@@ -156,11 +158,11 @@ class RunLog:
 
     def log_model(self, python_model: Any, input_example: Any, pip_requirements: list[str]) -> str:
         """Log a pyfunc model under ``model``; returns its URI."""
+        import warnings
+
         import mlflow
         import mlflow.pyfunc
         from mlflow.models import Model, infer_signature
-
-        import warnings
 
         signature = infer_signature(input_example, python_model.predict(None, input_example))
         mlflow.set_tracking_uri(self.tracker.uri)
