@@ -66,8 +66,8 @@ SHARED = (
     Option("steps", int, 10000, "training steps", min=1),
     Option("lr", float, 0.1, "learning rate", above=0.0),
     Option("hidden", int, 50, "hidden units per layer", min=1),
-    Option("batch_size", int, 0, "samples per step; 0 means the whole training set", min=0),
-    Option("eval_every", int, 0, "steps between evaluations; 0 means steps // 100", min=0),
+    Option("batch_size", int, None, "samples per step (default: the whole training set)", min=1),
+    Option("eval_every", int, None, "steps between evaluations (default: steps // 100)", min=1),
 )
 
 

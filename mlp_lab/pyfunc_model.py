@@ -23,7 +23,8 @@ class DigitClassifier(mlflow.pyfunc.PythonModel):
         self.mean = mean
         self.std = std
 
-    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201 - MLflow's signature
+    def predict(self, context: Any, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:
+        """Predicted digits for rows of 784 raw grey levels (0-255), or 28x28 images."""
         x = torch.as_tensor(np.asarray(model_input, dtype=np.float32)).reshape(-1, 784)
         with torch.no_grad():
             scores = self.model.predict((x - self.mean) / self.std)

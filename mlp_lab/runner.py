@@ -57,7 +57,7 @@ def run_command(
     n_train = SIZES[size][0]
     hps = {impl.name: impl.hyperparams(overrides) for impl in impls}
     for name, hp in hps.items():
-        if hp.batch_size > n_train:
+        if hp.batch_size is not None and hp.batch_size > n_train:
             raise UsageError(f"{name}: batch_size {hp.batch_size} is larger than the training set ({n_train})")
     classes = {impl.name: impl.model_class() for impl in impls}
 

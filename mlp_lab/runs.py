@@ -132,15 +132,11 @@ def log_datasets(run: RunLog, data: Dataset) -> None:
 
 
 def log_model(run: RunLog, spec: RunSpec, model: Any, data: Dataset) -> str:
-    import warnings
+    from mlp_lab import pyfunc_model
 
-    with warnings.catch_warnings():  # MLflow advises type hints on predict; the signature is given instead
-        warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
-        from mlp_lab import pyfunc_model
-
-        classifier = pyfunc_model.DigitClassifier(model, data.mean, data.std)
-        example = data.raw_test[:5].numpy().astype("float32")
-        return run.log_model(classifier, example, pyfunc_model.requirements(spec.impl.distribution, spec.impl.version))
+    classifier = pyfunc_model.DigitClassifier(model, data.mean, data.std)
+    example = data.raw_test[:5].numpy().astype("float32")
+    return run.log_model(classifier, example, pyfunc_model.requirements(spec.impl.distribution, spec.impl.version))
 
 
 def resolve_device(name: str) -> torch.device:

@@ -12,6 +12,7 @@ import os
 import queue
 import threading
 import time
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -139,8 +140,6 @@ class RunLog:
 
     def log_dataset(self, name: str, digest: str, source: str, features: Any, targets: Any, context: str) -> None:
         """Record a dataset input (name, digest, schema, source) on the run."""
-        import warnings
-
         import mlflow.data
         from mlflow.entities import DatasetInput, InputTag
 
@@ -158,26 +157,22 @@ class RunLog:
 
     def log_model(self, python_model: Any, input_example: Any, pip_requirements: list[str]) -> str:
         """Log a pyfunc model under ``model``; returns its URI."""
-        import warnings
-
         import mlflow
         import mlflow.pyfunc
         from mlflow.models import Model, infer_signature
 
         signature = infer_signature(input_example, python_model.predict(None, input_example))
         mlflow.set_tracking_uri(self.tracker.uri)
-        with warnings.catch_warnings():  # the signature is given, so MLflow's type-hint advice does not apply
-            warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
-            info = Model.log(
-                artifact_path=None,
-                name="model",
-                flavor=mlflow.pyfunc,
-                run_id=self.run_id,
-                python_model=python_model,
-                signature=signature,
-                input_example=input_example,
-                pip_requirements=pip_requirements,
-            )
+        info = Model.log(
+            artifact_path=None,
+            name="model",
+            flavor=mlflow.pyfunc,
+            run_id=self.run_id,
+            python_model=python_model,
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=pip_requirements,
+        )
         return info.model_uri
 
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:

@@ -64,10 +64,10 @@ class Summary:
         }
 
 
-def batches(train: Batch, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
-    """The whole set every step when ``batch_size`` is 0 (or covers it); else shuffled mini-batches by epoch."""
+def batches(train: Batch, batch_size: int | None, generator: torch.Generator) -> Iterator[Batch]:
+    """The whole set every step when ``batch_size`` is None (or covers it); else shuffled mini-batches by epoch."""
     n = len(train)
-    if batch_size <= 0 or batch_size >= n:
+    if batch_size is None or batch_size >= n:
         while True:
             yield train
     while True:
