@@ -1,0 +1,88 @@
+"""Shared fixtures: a real MLflow store in a temporary folder, the CLI, real plugin distributions."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mlp_lab.cli import cli
+from mlp_lab.registry import get_registry
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
+
+
+@pytest.fixture(autouse=True)
+def fresh_registry(monkeypatch):
+    """Each test discovers plugins anew, with no plugin selection or tracing left over."""
+    monkeypatch.delenv("MLP_LAB_LOAD_PLUGINS", raising=False)
+    monkeypatch.delenv("MLP_LAB_TRACE_PLUGINS", raising=False)
+    get_registry.cache_clear()
+    yield
+    get_registry.cache_clear()
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """Work in a temporary folder whose ./mlruns is the (real, SQLite) MLflow store."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path / "mlruns"
+
+
+@pytest.fixture
+def run_cli(store):
+    """Invoke ``mlp-lab`` in this process; returns click's Result (exit_code, stdout, stderr)."""
+
+    def invoke(*args: str, env: dict | None = None):
+        return CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
+
+    return invoke
+
+
+def runs_in(store: Path, experiment: str = "mlp-lab") -> list:
+    """Every run of ``experiment`` in the store (none when the store does not exist)."""
+    if not (store / "mlflow.db").exists():
+        return []
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    return [] if exp is None else client.search_runs([exp.experiment_id], max_results=50000)
+
+
+@pytest.fixture
+def plugin_dist(tmp_path, monkeypatch):
+    """Make a real installed distribution: a module and a dist-info with ``mlp_lab`` entry points.
+
+    ``plugin_dist(dist, module, code, entry_points={"name": "module"})`` writes both into a folder
+    put on ``sys.path`` (and returned, for subprocesses' PYTHONPATH); importlib.metadata then
+    finds the distribution and its entry points exactly as it finds pip-installed ones.
+    """
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    monkeypatch.syspath_prepend(str(site))
+
+    def make(dist: str, module: str, code: str, entry_points: dict[str, str] | None = None, version: str = "0.1") -> Path:
+        (site / f"{module}.py").write_text(textwrap.dedent(code))
+        info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+        eps = entry_points or {module: module}
+        (info / "entry_points.txt").write_text("[mlp_lab]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()))
+        sys.modules.pop(module, None)
+        get_registry.cache_clear()
+        return site
+
+    return make
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(extra)
+    return env
