@@ -40,7 +40,7 @@ def run_cli(store):
     """Invoke ``mlp-lab`` in this process; returns click's Result (exit_code, stdout, stderr)."""
 
     def invoke(*args: str, env: dict | None = None):
-        return CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
+        return CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False, prog_name="mlp-lab")
 
     return invoke
 

@@ -1,0 +1,59 @@
+"""Bad input: one line, exit code 2, no traceback, and no run created."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import runs_in
+
+CASES = {
+    "unknown plugin": (["--plugin", "nope"], "unknown plugin 'nope'; known: autograd, nn-module, scratch"),
+    "lr zero": (["--plugin", "scratch", "--lr", "0"], "lr must be > 0.0"),
+    "lr negative": (["--plugin", "scratch", "--lr", "-1"], "lr must be > 0.0"),
+    "hidden zero": (["--plugin", "scratch", "--hidden", "0"], "hidden must be >= 1"),
+    "steps zero": (["--plugin", "scratch", "--steps", "0"], "steps must be >= 1"),
+    "batch size zero": (["--plugin", "scratch", "--batch-size", "0"], "batch_size must be >= 1"),
+    "batch size too large": (["--plugin", "scratch", "--batch-size", "1001"], "larger than the training set (1000)"),
+    "batch size too large for tiny": (
+        ["--plugin", "scratch", "--tiny", "--batch-size", "501"],
+        "larger than the training set (500)",
+    ),
+    "missing data folder": (["--plugin", "scratch", "--full", "--data-dir", "/no/such/folder"], "/no/such/folder"),
+    "tiny and full": (["--plugin", "scratch", "--tiny", "--full"], "--tiny and --full exclude each other"),
+    "unknown option": (["--plugin", "scratch", "-p", "nope=1"], "unknown parameter 'nope'"),
+    "bad option value": (["--plugin", "scratch", "-p", "decay_at=soon"], "decay_at must be int"),
+    "malformed -p": (["--plugin", "scratch", "-p", "decay_at"], "-p expects NAME=VALUE"),
+    "seeds not integers": (["--plugin", "scratch", "--seeds", "1,x"], "--seeds expects comma-separated integers"),
+    "seed and seeds": (["--plugin", "scratch", "--seed", "1", "--seeds", "1,2"], "only one of --seed, --seeds and --repeat"),
+    "no plugin": ([], "Missing option '--plugin'"),
+    "unknown flag": (["--plugin", "scratch", "--bogus"], "No such option '--bogus'. (see 'mlp-lab run --help')"),
+    "bad type": (["--plugin", "scratch", "--steps", "many"], "'many' is not a valid integer"),
+}
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_bad_input_is_one_line_exit_2_and_no_run(case, run_cli, store):
+    args, message = CASES[case]
+    result = run_cli("run", *args)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr
+    assert runs_in(store) == []
+
+
+def test_gradcheck_unknown_plugin(run_cli):
+    result = run_cli("gradcheck", "--plugin", "nope")
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [
+        "Error: unknown plugin 'nope'; known: autograd, nn-module, scratch"
+    ]
+
+
+def test_help_and_version_everywhere(run_cli):
+    for args in (["--help"], ["run", "--help"], ["plugins", "--help"], ["gradcheck", "--help"]):
+        result = run_cli(*args)
+        assert result.exit_code == 0 and "Usage:" in result.stdout
+    version = run_cli("--version")
+    assert version.exit_code == 0 and version.stdout.startswith("mlp-lab, version ")

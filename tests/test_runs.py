@@ -1,0 +1,204 @@
+"""Tracked runs: what one run logs, failures, non-finite losses, Ctrl-C, determinism."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from mlp_lab import data
+
+from .conftest import runs_in, subprocess_env
+
+FAULTY = """
+import math
+import torch
+from mlp_lab import Option, hookimpl
+from mlp_lab_plugins.scratch import Scratch
+
+class Faulty(Scratch):
+    def train_step(self, batch, step):
+        if step == self.hp.fail_at:
+            if self.hp.how == "raise":
+                raise RuntimeError("planted failure")
+            if self.hp.how == "interrupt":
+                raise KeyboardInterrupt
+            return torch.tensor(math.nan)
+        return super().train_step(batch, step)
+
+@hookimpl
+def register_implementations(register):
+    register("faulty", "Scratch that fails on purpose.", Faulty, defaults={"steps": 40, "eval_every": 10},
+             options=[Option("init_std", float, 1e-3), Option("target_scale", float, 0.9),
+                      Option("decay_at", int, 5000), Option("decay", float, 0.1),
+                      Option("fail_at", int, 5), Option("how", str, "raise", choices=("raise", "nan", "interrupt"))])
+"""
+
+
+def client(store) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One real scratch run of 200 steps, evaluated every 50, in its own store."""
+    from click.testing import CliRunner
+
+    from mlp_lab.cli import cli
+
+    folder = tmp_path_factory.mktemp("finished")
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        result = CliRunner().invoke(
+            cli, ["run", "--plugin", "scratch", "--steps", "200", "--eval-every", "50"], prog_name="mlp-lab"
+        )
+    finally:
+        os.chdir(cwd)
+    assert result.exit_code == 0, result.output
+    (run,) = runs_in(folder / "mlruns")
+    return folder / "mlruns", run, result
+
+
+def test_run_logs_params_dataset_and_versions(finished):
+    store, run, _ = finished
+    p = run.data.params
+    assert run.info.status == "FINISHED"
+    assert {k: p[k] for k in ("plugin", "plugin_distribution", "seed", "steps", "lr", "hidden", "eval_every")} == {
+        "plugin": "scratch",
+        "plugin_distribution": "mlp-lab",
+        "seed": "1337",
+        "steps": "200",
+        "lr": "0.1",
+        "hidden": "50",
+        "eval_every": "50",
+    }
+    for key in (
+        "plugin_version",
+        "mlp_lab_version",
+        "torch_version",
+        "device",
+        "device_name",
+        "init_std",
+        "decay_at",
+        "batch_size",
+    ):
+        assert key in p
+    assert (p["dataset"], p["n_train"], p["n_test"]) == ("mnist-default-1000-1000", "1000", "1000")
+    inputs = {i.dataset.name: i for i in run.inputs.dataset_inputs}
+    assert set(inputs) == {"mnist-default-1000-1000-training", "mnist-default-1000-1000-evaluation"}
+    assert {i.dataset.digest for i in inputs.values()} == {p["dataset_digest"]}
+
+
+def test_run_logs_every_step_and_every_evaluation(finished):
+    store, run, _ = finished
+    c = client(store)
+    losses = c.get_metric_history(run.info.run_id, "train_loss")
+    assert sorted(m.step for m in losses) == list(range(200))
+    assert losses[0].value > losses[-1].value
+    acc = c.get_metric_history(run.info.run_id, "test_accuracy")
+    assert sorted(m.step for m in acc) == [0, 50, 100, 150, 200]
+    m = run.data.metrics
+    for key in (
+        "train_accuracy",
+        "test_accuracy",
+        "test_loss",
+        "train_eval_loss",
+        "final_train_loss",
+        "train_time_s",
+        "steps_per_s",
+    ):
+        assert np.isfinite(m[key]), key
+    assert 0.5 < m["test_accuracy"] <= 1.0
+
+
+def test_run_logs_loss_curve_and_a_model_predicting_raw_pixels(finished):
+    store, run, _ = finished
+    c = client(store)
+    names = [a.path for a in c.list_artifacts(run.info.run_id)]
+    assert "loss_curve.png" in names
+    png = c.download_artifacts(run.info.run_id, "loss_curve.png")
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    d = data.load()
+    digits = model.predict(d.raw_test.numpy().astype("float32"))
+    accuracy = float((digits == d.test.y.numpy()).mean())
+    assert accuracy == pytest.approx(run.data.metrics["test_accuracy"])
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(run_cli, store):
+    for seed in (3, 3, 4):
+        assert run_cli("run", "--plugin", "nn-module", "--steps", "30", "--seed", str(seed), "--tiny", "-q").exit_code == 0
+    c = client(store)
+    histories = {}
+    for run in runs_in(store):
+        values = [m.value for m in sorted(c.get_metric_history(run.info.run_id, "train_loss"), key=lambda m: m.step)]
+        histories.setdefault(run.data.params["seed"], []).append(values)
+    assert histories["3"][0] == histories["3"][1]
+    assert histories["4"][0] != histories["3"][0]
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [("raise", "RuntimeError: planted failure"), ("nan", "the training loss became nan at step 5")],
+)
+def test_a_failing_plugin_ends_its_run_failed_and_others_go_on(how, expected, run_cli, store, plugin_dist):
+    plugin_dist("faulty-plugin", "faulty_mod", FAULTY)
+    result = run_cli("run", "--plugin", "faulty", "--plugin", "scratch", "--steps", "40", "-p", f"how={how}", "-q")
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    runs = {r.data.params.get("plugin"): r for r in runs_in(store)}
+    bad, good = runs["faulty"], runs["scratch"]
+    assert bad.info.status == "FAILED" and good.info.status == "FINISHED"
+    error = bad.data.tags["mlp_lab.error"]
+    assert expected in error and "faulty-plugin" in error and "'faulty'" in error
+    assert expected in result.stderr
+    kept = client(store).get_metric_history(bad.info.run_id, "train_loss")
+    assert len(kept) == (5 if how == "raise" else 10)  # nan is found when the interval's losses are fetched
+    assert "error.txt" in [a.path for a in client(store).list_artifacts(bad.info.run_id)]
+    group = runs[None]
+    assert group.data.metrics["runs_succeeded"] == 1 and group.data.metrics["runs_failed"] == 1
+
+
+def test_ctrl_c_ends_the_run_killed_with_its_metrics(store, tmp_path):
+    """A real SIGINT to a real process, once the run has logged some losses."""
+    from mlp_lab.tracking import Tracker
+
+    Tracker(None, "mlp-lab")  # create the store first: two processes must not both create its tables
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlp_lab", "run", "--plugin", "scratch", "--steps", "1000000", "--eval-every", "50"],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 120
+        run_id = None
+        while time.time() < deadline:
+            runs = runs_in(store)
+            if runs and client(store).get_metric_history(runs[0].info.run_id, "train_loss"):
+                run_id = runs[0].info.run_id
+                break
+            time.sleep(0.5)
+        assert run_id, "the run never logged a loss"
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    run = client(store).get_run(run_id)
+    assert run.info.status == "KILLED"
+    steps = sorted(m.step for m in client(store).get_metric_history(run_id, "train_loss"))
+    assert len(steps) >= 50 and steps == list(range(len(steps)))
