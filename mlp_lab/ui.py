@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -29,6 +30,7 @@ def check_port(host: str, port: int) -> None:
     """A usage error, before MLflow starts, when ``host:port`` cannot be bound."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: only a listener counts
         try:
             sock.bind((host, port))
         except OSError as exc:
@@ -47,7 +49,10 @@ def serve(uri: str | None, host: str, port: int, out: Any = None) -> int:
     check_port(host, port)
     print(f"MLflow UI for {cmd[cmd.index('--backend-store-uri') + 1]}", file=out)
     print(f"  {url(host, port)}   (Ctrl-C to stop)", file=out, flush=True)
-    proc = subprocess.Popen(cmd)
+    # MLflow's background job runners serve GenAI features mlp-lab does not use; without them the
+    # server is one process, and its own session lets every process it starts be stopped together.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")}
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
 
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -56,13 +61,24 @@ def serve(uri: str | None, host: str, port: int, out: Any = None) -> int:
     try:
         return proc.wait()
     except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
         print("MLflow UI stopped.", file=out)
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop the server politely (SIGINT, which it passes on), then anything left in its process group."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()

@@ -47,7 +47,9 @@ def test_embedded_set_matches_the_full_files():
     assert (len(full.train), len(full.test)) == (60000, 10000)
     assert full.train.y.bincount().tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     small = data.load()
-    assert torch.equal(raw_images(SHARED_MNIST, "train-images-idx3-ubyte", 1000), raw_images(mnist.EMBEDDED_DIR, "train-images-idx3-ubyte", 1000))
+    assert torch.equal(
+        raw_images(SHARED_MNIST, "train-images-idx3-ubyte", 1000), raw_images(mnist.EMBEDDED_DIR, "train-images-idx3-ubyte", 1000)
+    )
     assert small.train.y.tolist() == full.train.y[:1000].tolist()
 
 
