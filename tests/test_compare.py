@@ -283,3 +283,47 @@ def test_ui_usage_errors_come_before_mlflow_starts(lab):
     server = invoke("ui", "--tracking-uri", "http://127.0.0.1:9")
     assert server.exit_code == 2 and "is a tracking server already" in server.stderr
     assert invoke("ui", "--port", "70000").exit_code == 2
+
+
+BROKEN = """
+import torch
+from mlp_lab import Model, hookimpl
+
+
+class Broken(Model):
+    def __init__(self, hp):
+        super().__init__(hp)
+        self.w = torch.zeros(784, 10, requires_grad=True)
+
+    def parameters(self):
+        return {"w": self.w}
+
+    def predict(self, x):
+        return x @ self.w
+
+    def loss(self, batch):
+        return ((self.predict(batch.x) - batch.onehot) ** 2).sum()
+
+    def train_step(self, batch, step):
+        if step == 3:
+            raise RuntimeError("boom at step 3")
+        return self.loss(batch).detach()
+
+
+@hookimpl
+def register_implementations(register):
+    register("broken", "Fails at step 3.", Broken)
+"""
+
+
+def test_a_failed_child_is_counted_and_sorted_last(plugin_dist, run_cli):
+    plugin_dist("broken-mlp", "broken_mlp", BROKEN)
+    result = run_cli("run", "--plugin", "broken", "--plugin", "scratch", "--tiny", "--steps", "6", "-q")
+    assert result.exit_code == 1 and "boom at step 3" in result.stderr
+    assert "Comparison figure: " in result.stdout  # the finished run still makes a figure
+    md = run_cli("compare", "--format", "markdown").stdout
+    rows = [line for line in md.splitlines() if line.startswith("| ")][2:]
+    assert rows[0].startswith("| scratch |") and rows[1].startswith("| broken |")
+    assert "| 0 (+1 failed) | - | - | - |" in rows[1]
+    doc = json.loads(run_cli("compare", "--format", "json").stdout)
+    assert [(r["plugin"], r["runs"], r["failed"], r["test_accuracy_mean"]) for r in doc["rows"]][1] == ("broken", 0, 1, None)
