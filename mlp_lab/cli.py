@@ -173,5 +173,84 @@ def gradcheck(plugin: str, samples: int, seed: int, entries: int, params: tuple[
     sys.exit(check.run(impl, impl.hyperparams(overrides), samples=samples, seed=seed, entries=entries))
 
 
+# -- compare ---------------------------------------------------------------------------------------
+
+
+def store_option(f: Any) -> Any:
+    return click.option(
+        "--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow store or server (default: sqlite:///mlruns/mlflow.db)."
+    )(f)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--group", help="A comparison group's run id, or 'last' (the default unless --experiment is given).")
+@click.option(
+    "--experiment", "experiments", multiple=True, help="Compare every run of this experiment (repeatable: across experiments)."
+)
+@click.option("--plugin", "plugins", multiple=True, help="Only this implementation's runs (repeatable).")
+@click.option(
+    "--filter",
+    "filter_string",
+    default="",
+    help="MLflow search filter, e.g. \"params.lr = '0.1' and metrics.test_accuracy > 0.9\".",
+)
+@click.option("--all-params", is_flag=True, help="Show every parameter, not only those that differ between rows.")
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]), default="table", show_default=True)
+@click.option("--figure", type=click.Path(dir_okay=False, path_type=Path), help="Also write the overlay figure to this PNG.")
+@store_option
+def compare(
+    group: str | None,
+    experiments: tuple[str, ...],
+    plugins: tuple[str, ...],
+    filter_string: str,
+    all_params: bool,
+    fmt: str,
+    figure: Path | None,
+    tracking_uri: str | None,
+) -> None:
+    """Compare runs read back from MLflow: one row per implementation and parameter set, seeds as mean ± std."""
+    from mlp_lab import compare as comparing
+
+    client = comparing.open_client(tracking_uri)
+    try:
+        result = comparing.select(client, group, experiments, plugins, filter_string, all_params)
+    except comparing.NothingToCompare as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(result.render(fmt), nl=False)
+    if figure is not None:
+        comparing.figure(client, result).savefig(figure, dpi=120)
+        click.echo(f"Figure: {figure}", err=fmt != "table")
+
+
+# -- ui --------------------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0: every one).")
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@store_option
+def ui(host: str, port: int, tracking_uri: str | None) -> None:
+    """Start the MLflow UI on the project's store; runs until Ctrl-C."""
+    from mlp_lab import ui as mlflow_ui
+
+    sys.exit(mlflow_ui.serve(tracking_uri, host, port))
+
+
+# -- predict ---------------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--run", "run_id", required=True, help="The run whose logged model classifies the images.")
+@click.option("--invert", is_flag=True, help="Images are dark digits on a light background.")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@store_option
+def predict(run_id: str, invert: bool, files: tuple[Path, ...], tracking_uri: str | None) -> None:
+    """Predict the digit in each image: 28x28 PNGs, or .npy arrays of 28x28 or 784-value images."""
+    from mlp_lab import predict as predicting
+
+    for label, digit in predicting.predict(run_id, files, tracking_uri, invert):
+        click.echo(f"{label}: {digit}")
+
+
 if __name__ == "__main__":
     main()

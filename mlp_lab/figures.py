@@ -1,12 +1,14 @@
-"""Figures: the loss curve of one run (matplotlib, no display needed)."""
+"""Figures: the loss curve of one run, and the overlay of a comparison (matplotlib, no display needed)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from mlp_lab.compare import Curve
     from mlp_lab.training import Summary
 
 
@@ -31,4 +33,36 @@ def loss_curve(summary: Summary, title: str) -> Figure:
     ax_acc.grid(True, alpha=0.3)
     ax_acc.legend(loc="lower right")
     fig.suptitle(title)
+    return fig
+
+
+def comparison(loss: Sequence[Curve], accuracy: Sequence[Curve], title: str, band: str) -> Figure:
+    """Training loss (log scale) and test accuracy against step, one colour and dash per row, a band for the spread."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 5), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    labels = list(dict.fromkeys(c.label for c in [*accuracy, *loss]))
+    dashes = ["-", "--", ":", "-."]  # identical curves (the same maths in two implementations) stay visible
+    style = {label: {"color": f"C{i % 10}", "linestyle": dashes[i % len(dashes)]} for i, label in enumerate(labels)}
+    final = {c.label: f", test {c.mean[-1]:.3f}" for c in accuracy}
+    for ax, curves in ((ax_loss, loss), (ax_acc, accuracy)):
+        for c in curves:
+            runs = f"{c.runs} run{'s' if c.runs != 1 else ''}"
+            ax.plot(c.steps, c.mean, lw=1.6, label=f"{c.label} ({runs}{final.get(c.label, '')})", **style[c.label])
+            if c.runs > 1:
+                ax.fill_between(c.steps, c.low, c.high, color=style[c.label]["color"], alpha=0.18, lw=0)
+        ax.grid(True, alpha=0.3)
+        ax.set_xlabel("step")
+    if loss and all(v > 0 for c in loss for v in c.low):
+        ax_loss.set_yscale("log")
+    ax_loss.set(ylabel="training loss (each implementation's own; log scale)", title="Training loss")
+    ax_acc.set(ylabel="test accuracy", title="Test accuracy")
+    if accuracy:
+        low = min(v for c in accuracy for v in c.low)
+        ax_acc.set_ylim(max(0.0, low - 0.02), min(1.0, max(v for c in accuracy for v in c.high) + 0.02))
+    legend_ax = ax_acc if accuracy else ax_loss
+    if legend_ax.get_legend_handles_labels()[0]:
+        legend_ax.legend(loc="lower right", fontsize=9)
+    fig.suptitle(f"{title}\n{band}", fontsize=11)
     return fig

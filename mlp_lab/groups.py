@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -42,3 +43,17 @@ def execute_group(specs: list[RunSpec], data: Any, device: Any, tracker: Any, qu
 def _counts(outcomes: list[Outcome], planned: int) -> dict[str, float]:
     ok = sum(o.status == "FINISHED" for o in outcomes)
     return {"runs_planned": planned, "runs_succeeded": ok, "runs_failed": len(outcomes) - ok}
+
+
+def report(tracker: Any, parent_id: str) -> None:
+    """Print the group's comparison table and log it on the parent run (markdown, CSV, overlay figure).
+
+    The runs are already tracked: a failure here is reported as a warning and changes no exit code.
+    """
+    from mlp_lab import compare
+
+    print()
+    try:
+        compare.report_group(tracker, parent_id)
+    except Exception as exc:  # noqa: BLE001 - the comparison is a view of runs that are safely stored
+        print(f"Warning: no comparison for group {parent_id}: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -77,6 +77,8 @@ def run_command(
 
         parent, outcomes = groups.execute_group(specs, data, dev, tracker, quiet=quiet)
     print_outcomes(outcomes, tracker, parent)
+    if parent:
+        groups.report(tracker, parent)
     return 0 if all(o.status == "FINISHED" for o in outcomes) else 1
 
 

@@ -1,0 +1,329 @@
+"""Comparing runs: one real comparison group (every built-in plugin, two seeds, a few steps) shared by the tests.
+
+Numbers are checked against the runs' own metrics, read independently with MlflowClient; the UI is
+a real ``mlflow server`` on a free loopback port; predictions go through the logged models.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from mlflow import MlflowClient
+from PIL import Image
+
+from mlp_lab import compare, data
+from mlp_lab.cli import cli
+
+from .conftest import subprocess_env
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SEEDS = ("0", "1")
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+class Lab:
+    """A store holding one comparison group (experiment mlp-lab) and one single run (experiment other)."""
+
+    def __init__(self, root: Path) -> None:
+        (root / "mlruns").mkdir()
+        self.root = root
+        self.uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+        common = ("--tiny", "--steps", "40", "--eval-every", "10", "-q", "--tracking-uri", self.uri)
+        self.group_run = invoke("run", "--plugin", "all", "--seeds", ",".join(SEEDS), *common)
+        assert self.group_run.exit_code == 0, self.group_run.output
+        single = invoke("run", "--plugin", "scratch", "--seed", "5", "--lr", "0.05", "--experiment", "other", *common)
+        assert single.exit_code == 0, single.output
+        self.client = MlflowClient(self.uri)
+        exp = self.client.get_experiment_by_name("mlp-lab")
+        self.group = self.client.search_runs([exp.experiment_id], "tags.`mlp_lab.kind` = 'group'")[0]
+        self.children = self.client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{self.group.info.run_id}'")
+        self.plugins = sorted({r.data.params["plugin"] for r in self.children})
+
+    def compare(self, *args: str):
+        return invoke("compare", "--tracking-uri", self.uri, *args)
+
+    def compare_json(self, *args: str) -> dict:
+        result = self.compare("--format", "json", *args)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory) -> Lab:
+    return Lab(tmp_path_factory.mktemp("compare"))
+
+
+def test_group_run_prints_the_comparison_and_logs_it_on_the_parent(lab):
+    out = lab.group_run.stdout
+    assert "Comparison group compare-" in out and "± " in out and "sample standard deviation" in out
+    figure = Path(out.split("Comparison figure: ")[1].split("\n")[0].strip())
+    assert figure.read_bytes().startswith(PNG_SIGNATURE)
+    with Image.open(figure) as image:
+        assert image.format == "PNG" and image.size[0] > 800
+    parent = lab.group.info.run_id
+    assert {f.path for f in lab.client.list_artifacts(parent)} >= {"comparison.md", "comparison.csv", "comparison.png"}
+    assert figure.parent.name == "artifacts" and parent in str(figure)
+    logged = lab.client.download_artifacts(parent, "comparison.csv", str(lab.root))
+    rows = list(csv.DictReader(open(logged)))
+    assert sorted(r["plugin"] for r in rows) == lab.plugins and {r["runs"] for r in rows} == {str(len(SEEDS))}
+
+
+def test_mean_and_sample_std_match_the_runs_metrics(lab):
+    doc = lab.compare_json()  # --group last is the default
+    assert doc["group_run_id"] == lab.group.info.run_id
+    assert [r["plugin"] for r in doc["rows"]] != [] and sorted(r["plugin"] for r in doc["rows"]) == lab.plugins
+    for row in doc["rows"]:
+        runs = [r for r in lab.children if r.data.params["plugin"] == row["plugin"]]
+        assert row["runs"] == len(runs) == len(SEEDS) and row["failed"] == 0
+        assert set(row["run_ids"].split()) == {r.info.run_id for r in runs}
+        for key in ("test_accuracy", "train_accuracy", "final_train_loss", "train_time_s", "steps_per_s"):
+            values = np.array([r.data.metrics[key] for r in runs])
+            assert row[f"{key}_mean"] == pytest.approx(values.mean(), rel=1e-9)
+            assert row[f"{key}_std"] == pytest.approx(values.std(ddof=1), rel=1e-9, abs=1e-12)
+        assert row["steps"] == 40 and row["seeds"] == ",".join(SEEDS)
+    means = [r["test_accuracy_mean"] for r in doc["rows"]]
+    assert means == sorted(means, reverse=True)
+
+
+def test_only_the_parameters_that_differ_are_shown_unless_all_params(lab):
+    params = [{k: v for k, v in r.data.params.items() if k not in ("seed", "plugin")} for r in lab.children]
+    keys = {k for p in params for k in p}
+    by_plugin = {r.data.params["plugin"]: {k: v for k, v in r.data.params.items() if k != "seed"} for r in lab.children}
+    differing = {k for k in keys if len({p.get(k) for p in by_plugin.values()}) > 1}
+    assert differing, "the seed plugins differ in lr and hidden at least"
+    doc = lab.compare_json()
+    assert set(doc["param_columns"]) == differing
+    for row in doc["rows"]:
+        assert all(row[k] == by_plugin[row["plugin"]].get(k) for k in differing)
+    every = lab.compare_json("--all-params")
+    assert set(every["param_columns"]) == keys | {"seeds", "experiment"}
+    assert {r["dataset_digest"] for r in every["rows"]} == {lab.children[0].data.params["dataset_digest"]}
+
+
+def test_every_output_format_parses_back_to_the_same_rows(lab):
+    doc = lab.compare_json()
+    rows = doc["rows"]
+    text = lab.compare("--format", "csv").stdout
+    parsed = list(csv.DictReader(io.StringIO(text)))
+    assert [r["plugin"] for r in parsed] == [r["plugin"] for r in rows]
+    for got, want in zip(parsed, rows, strict=True):
+        assert float(got["test_accuracy_mean"]) == pytest.approx(want["test_accuracy_mean"])
+        assert float(got["test_accuracy_std"]) == pytest.approx(want["test_accuracy_std"])
+        assert int(got["runs"]) == want["runs"] and got["run_ids"] == want["run_ids"]
+    md = lab.compare("--format", "markdown").stdout
+    table = [line for line in md.splitlines() if line.startswith("|")]
+    head = [c.strip() for c in table[0].strip("|").split("|")]
+    assert head[0] == "plugin" and head[1 : 1 + len(doc["param_columns"])] == doc["param_columns"]
+    assert set(table[1].replace("|", "").split()) <= {"---", "---:"}
+    cells = [dict(zip(head, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in table[2:]]
+    assert [c["plugin"] for c in cells] == [r["plugin"] for r in rows]
+    for cell, row in zip(cells, rows, strict=True):
+        assert cell["test acc"] == f"{row['test_accuracy_mean']:.4f} ± {row['test_accuracy_std']:.4f}"
+        assert cell["runs"] == str(row["runs"]) and cell["steps"] == "40"
+    assert "sample standard deviation (n-1)" in md
+    plain = lab.compare().stdout
+    assert all(r["plugin"] in plain for r in rows) and f"{rows[0]['test_accuracy_mean']:.4f} ±" in plain
+
+
+def test_across_experiments_plugins_filters_and_pages(lab, monkeypatch):
+    doc = lab.compare_json("--experiment", "mlp-lab", "--experiment", "other", "--plugin", "scratch")
+    assert [(r["experiment"], r["runs"]) for r in sorted(doc["rows"], key=lambda r: r["experiment"])] == [
+        ("mlp-lab", len(SEEDS)),
+        ("other", 1),
+    ]
+    assert doc["param_columns"] == ["seeds", "experiment", "lr"]  # steps, data, hidden... are the same
+    single = next(r for r in doc["rows"] if r["experiment"] == "other")
+    assert single["test_accuracy_std"] is None and single["seeds"] == "5" and single["lr"] == "0.05"
+    one_seed = lab.compare_json("--filter", "params.seed = '1'")
+    assert {r["runs"] for r in one_seed["rows"]} == {1} and len(one_seed["rows"]) == len(lab.plugins)
+    monkeypatch.setattr(compare, "PAGE", 2)  # every page is read: no cap on the number of runs
+    paged = lab.compare_json("--experiment", "mlp-lab")
+    assert sum(r["runs"] for r in paged["rows"]) == len(lab.children) == len(lab.plugins) * len(SEEDS)
+
+
+def test_selection_errors_are_one_line(lab, run_cli):
+    cases = [
+        (("--experiment", "nope"), 2, "no experiment named 'nope'"),
+        (("--filter", "params.lr ~ 1"), 2, "--filter 'params.lr ~ 1'"),
+        (("--group", "0123456789abcdef"), 2, "--group 0123456789abcdef: no such run"),
+        (("--group", lab.children[0].info.run_id), 2, "is not a comparison group"),
+        (("--group", "last", "--experiment", "other"), 1, "no comparison group in 'other'"),
+        (("--plugin", "no-such-plugin"), 1, "no runs to compare"),
+    ]
+    for args, code, message in cases:
+        result = lab.compare(*args)
+        assert result.exit_code == code, (args, result.output)
+        assert message in result.stderr and result.stderr.count("\n") == 1 and "Traceback" not in result.output
+    missing = run_cli("compare")  # in an empty folder: no ./mlruns, and none is created
+    assert missing.exit_code == 2 and "no MLflow store" in missing.stderr and not Path("mlruns").exists()
+
+
+def test_compare_writes_the_overlay_figure_from_the_metric_histories(lab, tmp_path):
+    out = tmp_path / "overlay.png"
+    result = lab.compare("--format", "csv", "--figure", out)
+    assert result.exit_code == 0 and f"Figure: {out}" in result.stderr
+    assert out.read_bytes().startswith(PNG_SIGNATURE)
+    with Image.open(out) as image:
+        image.verify()
+    comparison = compare.select(lab.client)
+    for curve, row in zip(compare.curves(lab.client, comparison, "test_accuracy"), comparison.rows, strict=True):
+        histories = [lab.client.get_metric_history(r.run_id, "test_accuracy") for r in row.records]
+        assert curve.steps == [0, 10, 20, 30, 40] and curve.runs == len(SEEDS)
+        final = [max(h, key=lambda m: (m.step, m.timestamp)).value for h in histories]
+        assert curve.mean[-1] == pytest.approx(statistics.fmean(final)) and curve.high[-1] == max(final)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ui_serves_the_runs_over_the_mlflow_rest_api(lab):
+    port = free_port()
+    cmd = [sys.executable, "-m", "mlp_lab", "ui", "--port", str(port), "--tracking-uri", lab.uri]
+    proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        body = json.dumps({"experiment_ids": [lab.group.info.experiment_id], "max_results": 100}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search", body, {"Content-Type": "application/json"}
+        )
+        deadline, found = time.monotonic() + 90, None
+        while found is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    found = json.load(response)
+            except OSError:
+                time.sleep(0.5)
+        assert found is not None, f"no answer on port {port}"
+        ids = {r["info"]["run_id"] for r in found["runs"]}
+        assert ids == {lab.group.info.run_id} | {r.info.run_id for r in lab.children}
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=30)[0].decode()
+        assert f"http://127.0.0.1:{port}" in output and "MLflow UI stopped." in output
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))  # the server is gone: nothing listens on the port any more
+        sock.listen()
+
+
+def test_predict_on_test_images_agrees_with_the_runs_evaluation(lab, tmp_path):
+    test = data.load("tiny")
+    raw = test.raw_test.numpy()
+    labels = test.test.y.numpy()
+    np.save(tmp_path / "test.npy", raw.reshape(-1, 28, 28))
+    pngs = []
+    for i in range(3):
+        pngs.append(tmp_path / f"digit{i}.png")
+        Image.fromarray(raw[i].reshape(28, 28).astype(np.uint8)).save(pngs[-1])
+    np.save(tmp_path / "flat.npy", raw[:2].astype(np.float64))
+    runs = {r.data.params["plugin"]: r for r in lab.children if r.data.params["seed"] == SEEDS[0]}
+    assert sorted(runs) == lab.plugins
+    for plugin, run in runs.items():
+        result = invoke("predict", "--tracking-uri", lab.uri, "--run", run.info.run_id, tmp_path / "test.npy", *pngs)
+        assert result.exit_code == 0, (plugin, result.output)
+        lines = [line.rsplit(": ", 1) for line in result.stdout.splitlines()]
+        digits = np.array([int(d) for _, d in lines[: len(raw)]])
+        assert [name for name, _ in lines[:2]] == [f"{tmp_path / 'test.npy'}[0]", f"{tmp_path / 'test.npy'}[1]"]
+        assert (digits == labels).mean() == pytest.approx(run.data.metrics["test_accuracy"]), plugin
+        assert [(name, int(d)) for name, d in lines[len(raw) :]] == [(str(p), int(digits[i])) for i, p in enumerate(pngs)]
+        flat = invoke("predict", "--tracking-uri", lab.uri, "--run", run.info.run_id, tmp_path / "flat.npy")
+        assert [int(line.rsplit(": ", 1)[1]) for line in flat.stdout.splitlines()] == digits[:2].tolist()
+
+
+def test_predict_errors_are_one_line(lab, tmp_path):
+    np.save(tmp_path / "bad.npy", np.zeros((3, 27)))
+    Image.new("L", (20, 20)).save(tmp_path / "small.png")
+    (tmp_path / "text.png").write_text("not an image")
+    good = tmp_path / "good.npy"
+    np.save(good, np.zeros((28, 28)))
+    child = lab.children[0].info.run_id
+    cases = [
+        ((child, tmp_path / "bad.npy"), "expected images shaped"),
+        ((child, tmp_path / "small.png"), "image is 20x20, expected 28x28"),
+        ((child, tmp_path / "text.png"), "not an image"),
+        ((child, tmp_path / "missing.png"), "no such file"),
+        (("0123456789abcdef", good), "no such run"),
+        ((lab.group.info.run_id, good), "has no logged model"),
+    ]
+    for (run_id, path), message in cases:
+        result = invoke("predict", "--tracking-uri", lab.uri, "--run", run_id, path)
+        assert result.exit_code == 2, (path, result.output)
+        assert message in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_ui_usage_errors_come_before_mlflow_starts(lab):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = invoke("ui", "--port", port, "--tracking-uri", lab.uri)
+    assert result.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    server = invoke("ui", "--tracking-uri", "http://127.0.0.1:9")
+    assert server.exit_code == 2 and "is a tracking server already" in server.stderr
+    assert invoke("ui", "--port", "70000").exit_code == 2
+
+
+BROKEN = """
+import torch
+from mlp_lab import Model, hookimpl
+
+
+class Broken(Model):
+    def __init__(self, hp):
+        super().__init__(hp)
+        self.w = torch.zeros(784, 10, requires_grad=True)
+
+    def parameters(self):
+        return {"w": self.w}
+
+    def predict(self, x):
+        return x @ self.w
+
+    def loss(self, batch):
+        return ((self.predict(batch.x) - batch.onehot) ** 2).sum()
+
+    def train_step(self, batch, step):
+        if step == 3:
+            raise RuntimeError("boom at step 3")
+        return self.loss(batch).detach()
+
+
+@hookimpl
+def register_implementations(register):
+    register("broken", "Fails at step 3.", Broken)
+"""
+
+
+def test_a_failed_child_is_counted_and_sorted_last(plugin_dist, run_cli):
+    plugin_dist("broken-mlp", "broken_mlp", BROKEN)
+    result = run_cli("run", "--plugin", "broken", "--plugin", "scratch", "--tiny", "--steps", "6", "-q")
+    assert result.exit_code == 1 and "boom at step 3" in result.stderr
+    assert "Comparison figure: " in result.stdout  # the finished run still makes a figure
+    md = run_cli("compare", "--format", "markdown").stdout
+    rows = [line for line in md.splitlines() if line.startswith("| ")][2:]
+    assert rows[0].startswith("| scratch |") and rows[1].startswith("| broken |")
+    assert "| 0 (+1 failed) | - | - | - |" in rows[1]
+    doc = json.loads(run_cli("compare", "--format", "json").stdout)
+    assert [(r["plugin"], r["runs"], r["failed"], r["test_accuracy_mean"]) for r in doc["rows"]][1] == ("broken", 0, 1, None)
