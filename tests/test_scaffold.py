@@ -1,0 +1,97 @@
+"""``mlp-lab new-plugin``: a ready package, refusals with one-line errors, and its test passing the kit."""
+
+from __future__ import annotations
+
+import shutil
+import tomllib
+
+import pytest
+
+from mlp_lab.registry import get_registry
+
+FILES = ["README.md", "pyproject.toml", "relu_mlp/__init__.py", "relu_mlp/model.py", "tests/test_relu_mlp.py"]
+
+
+def files_under(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_new_plugin_writes_a_package_with_the_entry_point(run_cli, store):
+    result = run_cli("new-plugin", "Relu_MLP")  # normalized to relu-mlp, as pip would
+    assert result.exit_code == 0, result.output
+    folder = store.parent / "relu-mlp"
+    assert files_under(folder) == FILES
+    meta = tomllib.loads((folder / "pyproject.toml").read_text())
+    assert meta["project"]["name"] == "relu-mlp"
+    assert meta["project"]["entry-points"]["mlp_lab"] == {"relu-mlp": "relu_mlp"}
+    assert any(dep.startswith("mlp-lab") for dep in meta["project"]["dependencies"])
+    assert meta["tool"]["setuptools"]["packages"] == ["relu_mlp"]
+    assert 'mlp_lab_conformance("relu-mlp")' in (folder / "tests" / "test_relu_mlp.py").read_text()
+    assert "pip install -e" in (folder / "README.md").read_text()
+    for py in ("relu_mlp/__init__.py", "relu_mlp/model.py", "tests/test_relu_mlp.py"):
+        compile((folder / py).read_text(), py, "exec")
+    assert "relu-mlp" in result.output and "mlp-lab run --plugin relu-mlp" in result.output
+
+
+def test_a_name_that_is_not_a_python_identifier_gets_a_module_that_is(run_cli, store, tmp_path):
+    result = run_cli("new-plugin", "2layer", "--dir", tmp_path / "two")
+    assert result.exit_code == 0, result.output
+    meta = tomllib.loads((tmp_path / "two" / "pyproject.toml").read_text())
+    assert meta["project"]["entry-points"]["mlp_lab"] == {"2layer": "mlp_lab_2layer"}
+    assert (tmp_path / "two" / "mlp_lab_2layer" / "model.py").is_file()
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("bad name", "not a valid distribution name"),
+        ("x-", "not a valid distribution name"),
+        ("émile", "not a valid distribution name"),
+        ("scratch", "already an implementation"),
+        ("mlp-lab", "mlp-lab itself"),
+        ("pytest", "module named 'pytest' is already importable"),
+    ],
+)
+def test_bad_names_are_refused_with_one_line_and_nothing_written(run_cli, store, name, says):
+    result = run_cli("new-plugin", "--", name)
+    assert result.exit_code == 2
+    assert says in result.stderr and len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert list(store.parent.iterdir()) == []
+
+
+def test_an_existing_folder_is_never_overwritten(run_cli, store, tmp_path):
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    result = run_cli("new-plugin", "relu-mlp", "--dir", target)
+    assert result.exit_code == 2 and "refusing to overwrite" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert files_under(target) == ["keep.txt"] and (target / "keep.txt").read_text() == "mine"
+    (tmp_path / "afile").write_text("x")
+    assert run_cli("new-plugin", "relu-mlp", "--dir", tmp_path / "afile").exit_code == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_cli("new-plugin", "relu-mlp", "--dir", empty).exit_code == 0  # an empty folder is fine
+    assert files_under(empty) == FILES
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
+
+
+def test_the_scaffold_installed_as_a_distribution_passes_its_own_conformance_test(
+    run_cli, store, tmp_path, monkeypatch, pytester
+):
+    """The generated test, run by pytest, finds the kit's fixture through the pytest11 entry point and
+    the plugin through a real dist-info entry point."""
+    assert run_cli("new-plugin", "relu-mlp", "--dir", tmp_path / "relu-mlp").exit_code == 0
+    site = tmp_path / "site"
+    shutil.copytree(tmp_path / "relu-mlp" / "relu_mlp", site / "relu_mlp")
+    info = site / "relu_mlp-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: relu-mlp\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text("[mlp_lab]\nrelu-mlp = relu_mlp\n")
+    monkeypatch.syspath_prepend(str(site))
+    get_registry.cache_clear()
+    assert get_registry().get("relu-mlp").distribution == "relu-mlp"
+    pytester.makeini("[pytest]\n")  # its own rootdir, away from this project's conftest
+    test_file = pytester.path / "test_relu_mlp.py"
+    test_file.write_text((tmp_path / "relu-mlp" / "tests" / "test_relu_mlp.py").read_text())
+    result = pytester.runpytest_inprocess(str(test_file), "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
