@@ -266,7 +266,7 @@ def register_plugin(pm, module, plugin: str, dist: str, version: str, registry: 
         return
     for rejected in register.rejected:
         registry.broken.append(rejected)
-        _trace(f"plugin '{plugin}' ({dist} {version}) rejected implementation '{rejected.implementation}': {rejected.error}")
+        _trace(f"plugin '{plugin}' ({dist} {version}) rejected {rejected.error}")
     if not register.pending and not register.rejected:
         hint = " (register_implementations returned a value: call register(...) instead)" if any(returned) else ""
         problem(f"registered no implementation{hint}")
