@@ -16,8 +16,11 @@ the CPU, so they take seconds. Importing this module imports neither torch nor M
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -180,19 +183,39 @@ def _roundtrip(spec: RunSpec, model: Any, workdir: Path | str) -> str:
     name, data = spec.impl.name, _tiny()
     store = Path(workdir).resolve() / "mlruns"
     store.mkdir(parents=True, exist_ok=True)
-    tracker = Tracker(f"sqlite:///{store / 'mlflow.db'}", "mlp-lab-conformance")
-    outcome = execute(spec, data, torch.device("cpu"), tracker, quiet=True)
-    if outcome.status != "FINISHED" or outcome.model_uri is None:
-        raise _fail(name, f"the tracked run ended {outcome.status}: {outcome.error}")
-    logged = tracker.client.get_metric_history(outcome.run_id, "train_loss")
-    if len(logged) != spec.hp.steps or "test_accuracy" not in tracker.client.get_run(outcome.run_id).data.metrics:
-        raise _fail(name, f"the run logged {len(logged)} of {spec.hp.steps} training losses, or no test_accuracy")
     raw = data.raw_test.numpy().astype("float32")
-    reloaded = np.asarray(mlflow.pyfunc.load_model(outcome.model_uri).predict(raw))
+    with _mlflow_settings_kept():
+        tracker = Tracker(f"sqlite:///{store / 'mlflow.db'}", "mlp-lab-conformance")
+        outcome = execute(spec, data, torch.device("cpu"), tracker, quiet=True)
+        if outcome.status != "FINISHED" or outcome.model_uri is None:
+            raise _fail(name, f"the tracked run ended {outcome.status}: {outcome.error}")
+        logged = tracker.client.get_metric_history(outcome.run_id, "train_loss")
+        if len(logged) != spec.hp.steps or "test_accuracy" not in tracker.client.get_run(outcome.run_id).data.metrics:
+            raise _fail(name, f"the run logged {len(logged)} of {spec.hp.steps} training losses, or no test_accuracy")
+        reloaded = np.asarray(mlflow.pyfunc.load_model(outcome.model_uri).predict(raw))
     expected = DigitClassifier(model, data.mean, data.std).predict(None, raw)
     if reloaded.shape != expected.shape or not np.array_equal(reloaded, expected):
         raise _fail(name, f"the model reloaded from {outcome.model_uri} predicts other digits than the trained model")
     return outcome.model_uri
+
+
+@contextlib.contextmanager
+def _mlflow_settings_kept() -> Iterator[None]:
+    """Put back the tracking URI and the environment variables MLflow sets for the whole process, so
+    the kit's temporary store does not become the default of the tests that follow."""
+    import mlflow
+
+    env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
+    uri = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(uri)
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def check_gradients(name: str, samples: int = 5, overrides: dict[str, Any] | None = None) -> bool:
