@@ -13,8 +13,6 @@ from click.testing import CliRunner
 from mlp_lab.cli import cli
 from mlp_lab.registry import get_registry
 
-pytest_plugins = ["pytester"]  # runs a scaffolded plugin's own tests in-process (test_scaffold.py)
-
 REPO = Path(__file__).resolve().parent.parent
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
 import pytest
 
 from mlp_lab.registry import get_registry
+
+from .conftest import subprocess_env
 
 FILES = ["README.md", "pyproject.toml", "relu_mlp/__init__.py", "relu_mlp/model.py", "tests/test_relu_mlp.py"]
 
@@ -76,14 +80,13 @@ def test_an_existing_folder_is_never_overwritten(run_cli, store, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
 
 
-def test_the_scaffold_installed_as_a_distribution_passes_its_own_conformance_test(
-    run_cli, store, tmp_path, monkeypatch, pytester
-):
-    """The generated test, run by pytest, finds the kit's fixture through the pytest11 entry point and
-    the plugin through a real dist-info entry point."""
-    assert run_cli("new-plugin", "relu-mlp", "--dir", tmp_path / "relu-mlp").exit_code == 0
+def test_the_scaffold_installed_as_a_distribution_passes_its_own_conformance_test(run_cli, store, tmp_path, monkeypatch):
+    """``pytest`` in the new package's folder, as its author runs it: the generated test finds the kit's
+    fixture through the pytest11 entry point and the plugin through a real dist-info entry point."""
+    folder = tmp_path / "relu-mlp"
+    assert run_cli("new-plugin", "relu-mlp", "--dir", folder).exit_code == 0
     site = tmp_path / "site"
-    shutil.copytree(tmp_path / "relu-mlp" / "relu_mlp", site / "relu_mlp")
+    shutil.copytree(folder / "relu_mlp", site / "relu_mlp")
     info = site / "relu_mlp-0.1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: relu-mlp\nVersion: 0.1.0\n")
@@ -91,8 +94,9 @@ def test_the_scaffold_installed_as_a_distribution_passes_its_own_conformance_tes
     monkeypatch.syspath_prepend(str(site))
     get_registry.cache_clear()
     assert get_registry().get("relu-mlp").distribution == "relu-mlp"
-    pytester.makeini("[pytest]\n")  # its own rootdir, away from this project's conftest
-    test_file = pytester.path / "test_relu_mlp.py"
-    test_file.write_text((tmp_path / "relu-mlp" / "tests" / "test_relu_mlp.py").read_text())
-    result = pytester.runpytest_inprocess(str(test_file), "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1)
+    env = subprocess_env(PYTHONPATH=str(site), OMP_NUM_THREADS="1")
+    tested = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=folder, env=env, capture_output=True, text=True
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "1 passed" in tested.stdout
