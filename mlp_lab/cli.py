@@ -252,5 +252,31 @@ def predict(run_id: str, invert: bool, files: tuple[Path, ...], tracking_uri: st
         click.echo(f"{label}: {digit}")
 
 
+# -- new-plugin ------------------------------------------------------------------------------------
+
+
+@cli.command("new-plugin", context_settings=CONTEXT)
+@click.argument("name")
+@click.option("--dir", "folder", type=click.Path(path_type=Path), help="Folder to create (default: ./NAME); must not exist.")
+def new_plugin(name: str, folder: Path | None) -> None:
+    """Write a ready plugin package NAME: entry point, a working model, a conformance test, a README.
+
+    NAME is a distribution name (PEP 508); it also names the entry point and the implementation.
+    See docs/plugins.md for the contract.
+    """
+    from mlp_lab.scaffold import create
+
+    names, target, files = create(name, folder)
+    click.echo(f"Created plugin '{names.name}' (module {names.module}) in {target}:")
+    click.echo("".join(f"  {f}\n" for f in files), nl=False)
+    click.echo(
+        "Next:\n"
+        f"  pip install -e '{target}[test]'\n"
+        f"  mlp-lab plugins\n"
+        f"  mlp-lab run --plugin {names.name} --tiny --steps 200\n"
+        f"  pytest {target / 'tests'}"
+    )
+
+
 if __name__ == "__main__":
     main()

@@ -7,6 +7,8 @@ from typing import Any
 
 from mlp_lab.registry import get_registry
 
+BOUNDS = (("min", ">="), ("max", "<="), ("above", ">"), ("below", "<"))
+
 
 def plugin_listing() -> dict[str, Any]:
     """Implementations, broken plugins and name clashes, as plain data (the ``--json`` output)."""
@@ -21,6 +23,7 @@ def plugin_listing() -> dict[str, Any]:
                 "version": impl.version,
                 "builtin": impl.builtin,
                 "location": impl.location,
+                "model": impl.model if isinstance(impl.model, str) else f"{impl.model.__module__}:{impl.model.__qualname__}",
                 "hand_written_gradients": None if isinstance(impl.model, str) else impl.model.has_hand_written_gradients(),
                 "defaults": {name: opt.default for name, opt in impl.all_options().items()},
                 "options": [
@@ -41,30 +44,65 @@ def plugin_listing() -> dict[str, Any]:
     }
 
 
-def print_listing(listing: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _kind(option: dict[str, Any]) -> str:
+    """``float, >0`` or ``int, >=1, <=10`` or ``str, a|b``."""
+    parts = [option["type"]]
+    if "choices" in option:
+        parts.append("|".join(map(str, option["choices"])))
+    parts += [f"{sign}{option[key]:g}" for key, sign in BOUNDS if key in option]
+    return ", ".join(parts)
 
-    console = Console(file=sys.stdout)
-    table = Table(title="Implementations", title_justify="left", show_lines=True)
-    for col in ("name", "description", "from", "defaults and options"):
-        table.add_column(col, overflow="fold")
+
+def _defaults(defaults: dict[str, Any]) -> str:
+    shown = {**defaults, "batch_size": defaults["batch_size"] or "full", "eval_every": defaults["eval_every"] or "steps//100"}
+    return "  ".join(f"{k}={shown[k]}" for k in ("steps", "lr", "hidden", "batch_size", "eval_every"))
+
+
+def print_listing(listing: dict[str, Any]) -> None:
+    """One block per implementation (a heading, then labelled lines that wrap as whole words), then problems."""
+    from rich.console import Console, Group
+    from rich.padding import Padding
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console(file=sys.stdout, highlight=False)
     for impl in listing["implementations"]:
-        shared = ", ".join(f"{k}={impl['defaults'][k]}" for k in ("steps", "lr", "hidden", "batch_size"))
-        own = "\n".join(f"-p {o['name']}={o['default']} ({o['type']}) {o['help']}" for o in impl["options"])
-        where = f"{impl['distribution']} {impl['version']}\n[dim]{impl['plugin']}: {impl['location']}[/dim]"
-        table.add_row(impl["name"], impl["description"], where, shared + ("\n" + own if own else ""))
-    console.print(table)
+        head = Text.assemble((impl["name"], "bold cyan"), "  ", (f"{impl['distribution']} {impl['version']}", "green"))
+        if impl["builtin"]:
+            head.append("  built-in", "dim")
+        if impl["hand_written_gradients"]:
+            head.append("  hand-written gradients", "dim")
+        rows = Table.grid(padding=(0, 2))
+        rows.add_column(style="dim", no_wrap=True)
+        rows.add_column(overflow="fold")
+        rows.add_row("from", Text(f"entry point '{impl['plugin']}' in {impl['location']}"))
+        rows.add_row("defaults", Text(_defaults(impl["defaults"])))
+        if impl["options"]:
+            options = Table.grid(padding=(0, 2))
+            options.add_column(no_wrap=True)
+            options.add_column(no_wrap=True, style="dim")
+            options.add_column(ratio=1)
+            for o in impl["options"]:
+                options.add_row(f"-p {o['name']}={o['default']}", _kind(o), o["help"])
+            rows.add_row("options", options)
+        console.print(head)
+        console.print(Padding(Group(Text(impl["description"]), rows), (0, 0, 1, 2), expand=False))
     if not listing["implementations"]:
-        console.print("No implementations found (is MLP_LAB_LOAD_PLUGINS set?).")
-    for clash in listing["clashes"]:
-        console.print(
-            f"[yellow]Name clash[/yellow]: plugin '{clash['plugin']}' "
-            f"({clash['distribution']} {clash['version']}): {clash['error']}"
-        )
-    for broken in listing["broken"]:
-        console.print(
-            f"[red]Broken plugin[/red] '{broken['plugin']}' ({broken['distribution']} {broken['version']}): {broken['error']}",
-            markup=True,
-            highlight=False,
-        )
+        console.print("No implementations found (is MLP_LAB_LOAD_PLUGINS set?).\n")
+    for title, style, problems in (
+        ("Name clashes", "yellow", listing["clashes"]),
+        ("Broken plugins (their implementations are not available)", "red", listing["broken"]),
+    ):
+        if not problems:
+            continue
+        console.print(Text(title, style=f"bold {style}"))
+        for p in problems:
+            who = Text.assemble("  ", (f"plugin '{p['plugin']}'", style), f" ({p['distribution']} {p['version']})")
+            if p.get("implementation"):
+                who.append(f", implementation '{p['implementation']}'")
+            console.print(who)
+            console.print(Padding(Text(p["error"]), (0, 0, 0, 4), expand=False))
+    n, broken = len(listing["implementations"]), len(listing["broken"])
+    dists = len({i["distribution"] for i in listing["implementations"]})
+    summary = f"{n} implementation{'s' * (n != 1)} from {dists} distribution{'s' * (dists != 1)}"
+    console.print(summary + (f"; {broken} problem{'s' * (broken != 1)} (see above)" if broken else "") + ".", style="dim")

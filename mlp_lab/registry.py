@@ -12,6 +12,7 @@ first owner; the later one is registered under ``DISTRIBUTION:NAME`` and the cla
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
@@ -94,12 +95,13 @@ class Implementation:
 
 @dataclass
 class Problem:
-    """A plugin, or one of its registrations, that could not be used."""
+    """A plugin, or one of its registrations, that could not be used (``implementation`` names the latter)."""
 
     plugin: str
     distribution: str
     version: str
     error: str
+    implementation: str | None = None
 
 
 @dataclass
@@ -115,10 +117,12 @@ class Registry:
         if name in self.implementations:
             return self.implementations[name]
         for problem in self.broken:
-            if problem.plugin == name:
-                raise UsageError(f"plugin '{name}' ({problem.distribution} {problem.version}) is broken: {problem.error}")
+            if name in (problem.plugin, problem.implementation):
+                who = f"plugin '{problem.plugin}' ({problem.distribution} {problem.version})"
+                raise UsageError(f"{who} is broken: {problem.error}")
         known = ", ".join(sorted(self.implementations)) or "none"
-        raise UsageError(f"unknown plugin '{name}'; known: {known}")
+        hint = f"; {len(self.broken)} plugin problem(s), see 'mlp-lab plugins'" if self.broken else ""
+        raise UsageError(f"unknown plugin '{name}'; known: {known}{hint}")
 
     def names(self) -> list[str]:
         return list(self.implementations)
@@ -150,15 +154,15 @@ def _entry_points() -> list[metadata.EntryPoint]:
 
 def _trace(message: str) -> None:
     if os.environ.get("MLP_LAB_TRACE_PLUGINS"):
-        print(f"[mlp-lab trace] {message}", file=sys.stderr)
+        sys.stderr.write("".join(f"[mlp-lab trace] {line}\n" for line in message.rstrip("\n").splitlines()))
 
 
 def plugin_manager() -> pluggy.PluginManager:
-    """A plugin manager with mlp-lab's hook specifications (and tracing when asked for)."""
+    """A plugin manager with mlp-lab's hook specifications (and pluggy's call tracing when asked for)."""
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
     if os.environ.get("MLP_LAB_TRACE_PLUGINS"):
-        pm.trace.root.setwriter(lambda s: sys.stderr.write(f"[mlp-lab trace] {s}"))
+        pm.trace.root.setwriter(_trace)  # each hook call with its arguments, then "finish ... --> result"
         pm.enable_tracing()
     return pm
 
@@ -176,8 +180,9 @@ def load(entry_points: list[metadata.EntryPoint] | None = None) -> Registry:
 
         _trace(f"loading entry point {ep.name} = {ep.value} ({dist} {version})")
         try:
-            module = ep.load()
-        except BaseException as exc:  # noqa: BLE001 - SystemExit and friends from a plugin too
+            with contextlib.redirect_stdout(sys.stderr):  # a chatty plugin must not spoil --json output
+                module = ep.load()
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - whatever a plugin's import raises
             problem(f"failed to import {ep.value}: {type(exc).__name__}: {exc}")
             continue
         try:
@@ -188,18 +193,35 @@ def load(entry_points: list[metadata.EntryPoint] | None = None) -> Registry:
         unknown = [c.name for c in pm.get_hookcallers(module) or [] if c.spec is None]
         if unknown or not pm.get_hookcallers(module):
             pm.unregister(module)
-            problem(f"defines unknown hook(s) {', '.join(unknown)}" if unknown else "implements no mlp-lab hook")
+            problem(
+                f"defines unknown hook(s) {', '.join(unknown)}"
+                if unknown
+                else "implements no mlp-lab hook (is register_implementations decorated with @mlp_lab.hookimpl?)"
+            )
             continue
         register_plugin(pm, module, ep.name, dist, version, registry, problem)
     return registry
 
 
-def register_plugin(pm, module, plugin: str, dist: str, version: str, registry: Registry, problem) -> None:  # noqa: ANN001
-    """Ask one plugin for its implementations; keep them all, or none if it fails."""
-    pending: list[Implementation] = []
-    location = getattr(module, "__file__", None) or repr(module)
+class Registration:
+    """The ``register`` callback handed to one plugin's hook: checks each registration and keeps it pending."""
 
-    def register(name, description, model, defaults=None, options=()):  # noqa: ANN001, ANN202
+    def __init__(self, plugin: str, dist: str, version: str, location: str) -> None:
+        self.plugin, self.dist, self.version, self.location = plugin, dist, version, location
+        self.pending: list[Implementation] = []
+        self.rejected: list[Problem] = []
+
+    def __repr__(self) -> str:
+        return f"<register for plugin '{self.plugin}' ({self.dist} {self.version})>"
+
+    def __call__(self, name, description, model, defaults=None, options=()) -> None:  # noqa: ANN001
+        """Check one registration; a bad one is recorded as a problem and the plugin's others still count."""
+        try:
+            self.pending.append(self.check(name, description, model, defaults, options))
+        except (PluginError, UsageError) as exc:
+            self.rejected.append(Problem(self.plugin, self.dist, self.version, str(exc), str(name)))
+
+    def check(self, name, description, model, defaults, options) -> Implementation:  # noqa: ANN001
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise PluginError(f"invalid implementation name {name!r}")
         if not isinstance(description, str) or not description.strip():
@@ -208,6 +230,10 @@ def register_plugin(pm, module, plugin: str, dist: str, version: str, registry: 
             gaps = contract_gaps(model)
             if gaps:
                 raise PluginError(f"implementation '{name}': model lacks {', '.join(gaps)}")
+        elif ":" not in model:
+            raise PluginError(f"implementation '{name}': model path {model!r} must look like 'package.module:Class'")
+        if defaults is not None and not isinstance(defaults, dict):
+            raise PluginError(f"implementation '{name}': defaults must be a dict, got {type(defaults).__name__}")
         opts = tuple(options)
         shared = {o.name for o in SHARED}
         for o in opts:
@@ -219,29 +245,42 @@ def register_plugin(pm, module, plugin: str, dist: str, version: str, registry: 
         unknown = set(defaults or {}) - shared - {o.name for o in opts}
         if unknown:
             raise PluginError(f"implementation '{name}': defaults for unknown hyperparameters {sorted(unknown)}")
-        pending.append(
-            Implementation(name, description.strip(), model, dict(defaults or {}), opts, plugin, dist, version, location)
+        for key, value in (defaults or {}).items():
+            if key in shared:
+                next(o for o in SHARED if o.name == key).parse(value, name)
+        return Implementation(
+            name, description.strip(), model, dict(defaults or {}), opts, self.plugin, self.dist, self.version, self.location
         )
 
+
+def register_plugin(pm, module, plugin: str, dist: str, version: str, registry: Registry, problem) -> None:  # noqa: ANN001
+    """Ask one plugin for its implementations; if its hook raises, keep none of them."""
+    register = Registration(plugin, dist, version, getattr(module, "__file__", None) or repr(module))
     others = [p for p in pm.get_plugins() if p is not module]
     try:
-        pm.subset_hook_caller("register_implementations", remove_plugins=others)(register=register)
-    except Exception as exc:  # noqa: BLE001
+        with contextlib.redirect_stdout(sys.stderr):
+            returned = pm.subset_hook_caller("register_implementations", remove_plugins=others)(register=register)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - whatever a plugin's hook raises
         problem(f"raised during registration: {type(exc).__name__}: {exc}")
         pm.unregister(module)
         return
-    for impl in pending:
+    for rejected in register.rejected:
+        registry.broken.append(rejected)
+        _trace(f"plugin '{plugin}' ({dist} {version}) rejected {rejected.error}")
+    if not register.pending and not register.rejected:
+        hint = " (register_implementations returned a value: call register(...) instead)" if any(returned) else ""
+        problem(f"registered no implementation{hint}")
+        return
+    for impl in register.pending:
         if impl.name in registry.implementations:
             owner = registry.implementations[impl.name]
-            impl.name = f"{dist}:{impl.name}"
-            registry.clashes.append(
-                Problem(
-                    plugin,
-                    dist,
-                    version,
-                    f"name '{impl.name.split(':', 1)[1]}' is taken by {owner.distribution}; registered as '{impl.name}'",
-                )
-            )
+            qualified = f"{dist}:{impl.name}"
+            if qualified in registry.implementations:
+                registry.broken.append(Problem(plugin, dist, version, f"registers '{impl.name}' twice", impl.name))
+                continue
+            taken = f"name '{impl.name}' is taken by {owner.distribution}; registered as '{qualified}'"
+            registry.clashes.append(Problem(plugin, dist, version, taken, impl.name))
+            impl.name = qualified
         registry.implementations[impl.name] = impl
         _trace(f"registered '{impl.name}' from plugin '{plugin}' ({dist} {version})")
 

@@ -29,6 +29,17 @@ def select(names: tuple[str, ...]) -> list[Implementation]:
     return chosen
 
 
+def model_class_or_failure(impl: Implementation) -> Any:
+    """The model class; if it cannot be imported or breaks the contract, a stand-in whose runs end FAILED with the reason."""
+    from mlp_lab.errors import PluginError
+    from mlp_lab.runs import UnusableModel
+
+    try:
+        return impl.model_class()
+    except PluginError as exc:
+        return UnusableModel(exc)
+
+
 def data_size(tiny: bool, full: bool) -> str:
     if tiny and full:
         raise UsageError("--tiny and --full exclude each other")
@@ -59,7 +70,7 @@ def run_command(
     for name, hp in hps.items():
         if hp.batch_size is not None and hp.batch_size > n_train:
             raise UsageError(f"{name}: batch_size {hp.batch_size} is larger than the training set ({n_train})")
-    classes = {impl.name: impl.model_class() for impl in impls}
+    classes = {impl.name: model_class_or_failure(impl) for impl in impls}
 
     from mlp_lab import data as data_module
     from mlp_lab.runs import RunSpec, execute, resolve_device

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch
 import mlp_lab
 from mlp_lab import figures, training
 from mlp_lab.data import Dataset
+from mlp_lab.errors import PluginError
 from mlp_lab.options import Hyperparams
 from mlp_lab.progress import Progress
 from mlp_lab.registry import Implementation
@@ -45,6 +47,16 @@ class Outcome:
     error: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     model_uri: str | None = None
+
+
+class UnusableModel:
+    """Stands in for a model class that could not be imported or breaks the contract: building it raises why."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __call__(self, hp: Hyperparams) -> Any:
+        raise self.error
 
 
 def params_of(spec: RunSpec, data: Dataset, device: torch.device) -> dict[str, Any]:
@@ -80,13 +92,7 @@ def execute(
 
     try:
         log_datasets(run, data)
-        random.seed(spec.seed)
-        torch.manual_seed(spec.seed)
-        model = spec.model_class(spec.hp)
-        model.to(device)
-        summary = training.train(
-            model, data.to(device), spec.hp, spec.seed, on_losses, lambda ev: run.log_metrics(ev.metrics(), ev.step)
-        )
+        model, summary = build_and_train(spec, data, device, on_losses, lambda ev: run.log_metrics(ev.metrics(), ev.step))
         metrics = summary.metrics()
         run.log_metrics(metrics, summary.steps)
         run.log_figure(figures.loss_curve(summary, f"{spec.impl.name} (seed {spec.seed}) on {data.name}"), "loss_curve.png")
@@ -100,13 +106,28 @@ def execute(
         raise
     except Exception as exc:  # noqa: BLE001 - a failing plugin ends its own run, not the tool
         progress.close()
-        error = f"{spec.impl.label} failed: {type(exc).__name__}: {exc}"
+        error = str(exc) if isinstance(exc, PluginError) else f"{spec.impl.label} failed: {type(exc).__name__}: {exc}"
         try:
             run.log_text("".join(traceback.format_exception(exc)), "error.txt")
         finally:
             run.end("FAILED", error)
         print(f"Error: {error}", file=sys.stderr)
         return Outcome(spec, run.run_id, "FAILED", error=error)
+
+
+def build_and_train(
+    spec: RunSpec,
+    data: Dataset,
+    device: torch.device,
+    on_losses: Callable[[list[float], int], None],
+    on_eval: Callable[[training.Evaluation], None],
+) -> tuple[Any, training.Summary]:
+    """Seed, build the model on the CPU, move it to ``device`` and train it: the same numbers for the same seed."""
+    random.seed(spec.seed)
+    torch.manual_seed(spec.seed)
+    model = spec.model_class(spec.hp)
+    model.to(device)
+    return model, training.train(model, data.to(device), spec.hp, spec.seed, on_losses, on_eval)
 
 
 def device_params(device: torch.device) -> dict[str, Any]:

@@ -27,6 +27,24 @@ def fresh_registry(monkeypatch):
     get_registry.cache_clear()
 
 
+@pytest.fixture(autouse=True)
+def mlflow_settings_kept():
+    """MLflow keeps the tracking URI and experiment in process-wide globals and environment variables
+    (``set_tracking_uri`` sets MLFLOW_TRACKING_URI): put them back, so no test's store becomes the next one's default."""
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
+    before = {key: os.environ.get(key) for key in keys}
+    yield
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        mlflow.set_tracking_uri(before["MLFLOW_TRACKING_URI"])
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     """Work in a temporary folder whose ./mlruns is the (real, SQLite) MLflow store."""

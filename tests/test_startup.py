@@ -23,7 +23,9 @@ print("CODE", code)
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["plugins"], ["plugins", "--json"], ["--version"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["run", "--help"], ["plugins"], ["plugins", "--json"], ["--version"], ["new-plugin", "--help"]]
+)
 def test_light_commands_do_not_import_torch_or_mlflow(args):
     out = subprocess.run([sys.executable, "-c", PROBE.format(args=args)], capture_output=True, text=True, env=subprocess_env())
     assert "CODE 0" in out.stdout, out.stdout + out.stderr

@@ -1,0 +1,145 @@
+"""The conformance kit (mlp_lab.testing): every built-in passes it, and each check catches what it is for."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlp_lab import testing
+from mlp_lab.registry import load
+
+# Every built-in implementation, found the way users find them: new built-ins are covered on their own.
+BUILTINS = [name for name, impl in load().implementations.items() if impl.builtin]
+
+
+def test_there_are_builtins_to_check():
+    assert {"scratch", "autograd", "nn-module"} <= set(BUILTINS)
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_every_builtin_passes_the_kit(mlp_lab_conformance, name):
+    """Through the pytest11 fixture, as a plugin's own test suite uses it."""
+    ran = mlp_lab_conformance(name)
+    assert ran[:5] == ["registered", "predictions", "deterministic", "learns", "mlflow"]
+    has_hand_written = testing.implementation(name).model_class().has_hand_written_gradients()
+    assert ("gradients" in ran) == has_hand_written
+
+
+BAD = """
+import random
+import threading
+
+import torch
+from mlp_lab import Model, hookimpl
+
+
+class Good(Model):
+    def __init__(self, hp):
+        super().__init__(hp)
+        self.w = torch.zeros(784, 10).normal_(0, 0.01)
+        self.b = torch.zeros(10)
+
+    def parameters(self):
+        return {"w": self.w, "b": self.b}
+
+    def scores(self, x):
+        return x @ self.w + self.b
+
+    def predict(self, x):
+        return self.scores(x)
+
+    def loss(self, batch):
+        return torch.nn.functional.cross_entropy(self.scores(batch.x), batch.y)
+
+    def forward_backward(self, batch):
+        z = self.scores(batch.x)
+        dz = (torch.softmax(z, 1) - batch.onehot) / len(batch)
+        return torch.nn.functional.cross_entropy(z, batch.y), {"z": z}, {"z": dz, "w": batch.x.T @ dz, "b": dz.sum(0)}
+
+    def train_step(self, batch, step):
+        loss, _, g = self.forward_backward(batch)
+        self.w -= 0.5 * g["w"]
+        self.b -= 0.5 * g["b"]
+        return loss
+
+
+class WrongGradient(Good):
+    def forward_backward(self, batch):
+        loss, a, g = super().forward_backward(batch)
+        return loss, a, {**g, "w": 2 * g["w"]}
+
+
+class NineScores(Good):
+    def predict(self, x):
+        return super().predict(x)[:, :9]
+
+
+class Unseeded(Good):
+    def __init__(self, hp):
+        super().__init__(hp)
+        self.w += random.Random().random()  # a random source the core does not seed
+
+
+class Idle(Good):
+    def train_step(self, batch, step):
+        return self.loss(batch)
+
+
+class Unpicklable(Good):
+    def __init__(self, hp):
+        super().__init__(hp)
+        self.lock = threading.Lock()
+
+
+@hookimpl
+def register_implementations(register):
+    register("good", "A linear softmax classifier with hand-written gradients.", Good, defaults={"steps": 10})
+    register("wrong-gradient", "Its hand-written gradient of w is twice autograd's.", WrongGradient)
+    register("nine-scores", "Predicts 9 scores per sample.", NineScores)
+    register("unseeded", "Draws its init from an unseeded random source.", Unseeded)
+    register("idle", "Never updates its parameters.", Idle)
+    register("unpicklable", "Holds a lock, which no model file can hold.", Unpicklable)
+    register("two-lines", "First line.\\nSecond line.", Good)
+"""
+
+
+@pytest.fixture
+def bad_models(plugin_dist):
+    plugin_dist("bad-models", "bad_models", BAD)
+
+
+def test_a_conforming_third_party_model_passes_with_its_gradients_checked(bad_models, mlp_lab_conformance_store):
+    assert testing.check_implementation("good", mlp_lab_conformance_store, steps=5) == [
+        "registered",
+        "predictions",
+        "deterministic",
+        "learns",
+        "mlflow",
+        "gradients",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("check", "name", "kwargs", "says"),
+    [
+        (testing.check_registered, "two-lines", {}, "description must be one non-empty line"),
+        (testing.check_registered, "nope", {}, "unknown plugin 'nope'"),
+        (testing.check_predictions, "nine-scores", {"steps": 5}, "shape (100, 10)"),
+        (testing.check_deterministic, "unseeded", {"steps": 5}, "differ from step 0"),
+        (testing.check_learns, "idle", {"steps": 5}, "did not lower the training loss"),
+        (testing.check_gradients, "wrong-gradient", {}, "hand-written gradients differ from autograd's: w"),
+    ],
+)
+def test_each_check_catches_what_it_is_for(bad_models, check, name, kwargs, says):
+    with pytest.raises(testing.ConformanceError) as caught:
+        check(name, **kwargs)
+    assert says in str(caught.value)
+    assert isinstance(caught.value, AssertionError)  # pytest reports it as a plain test failure
+
+
+def test_a_model_that_cannot_be_saved_fails_the_mlflow_check(bad_models, mlp_lab_conformance_store):
+    with pytest.raises(testing.ConformanceError, match="the tracked run ended FAILED.*unpicklable.*bad-models"):
+        testing.check_mlflow_roundtrip("unpicklable", mlp_lab_conformance_store, steps=3)
+
+
+def test_gradients_are_not_checked_where_none_are_hand_written(bad_models):
+    assert testing.check_gradients("nn-module") is False

@@ -1,0 +1,231 @@
+"""Broken third-party plugins, each a real distribution with entry points: every one gets a message
+naming it and its distribution, and none breaks ``mlp-lab plugins``, ``--help`` or other runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import runs_in
+
+LINEAR = """
+import torch
+from mlp_lab import Model
+
+class Linear(Model):
+    def __init__(self, hp):
+        super().__init__(hp)
+        self.w = torch.zeros(784, 10)
+
+    def parameters(self):
+        return {"w": self.w}
+
+    def predict(self, x):
+        return x @ self.w
+
+    def loss(self, batch):
+        return ((self.predict(batch.x) - batch.onehot) ** 2).sum()
+
+    def train_step(self, batch, step):
+        return self.loss(batch)
+"""
+
+PLUGINS = {
+    # dist: (module, code)
+    "exits-at-import": ("exits_mod", "import sys\nsys.exit(3)\n"),
+    "chatty": (
+        "chatty_mod",
+        "print('hello from chatty')\nfrom mlp_lab import hookimpl\n\n@hookimpl\ndef register_implementations(register):\n"
+        "    print('registering chatty')\n"
+        "    register('chatty', 'Prints while loading.', 'mlp_lab_plugins.scratch:Scratch', options=__import__("
+        "'mlp_lab_plugins.seed').seed.TANH_MSE + (__import__('mlp_lab').Option('decay_at', int, 5000),"
+        " __import__('mlp_lab').Option('decay', float, 0.1)))\n",
+    ),
+    "hook-typo": ("typo_mod", "from mlp_lab import hookimpl\n\n@hookimpl\ndef register_implementation(register):\n    pass\n"),
+    "undecorated": ("undecorated_mod", "def register_implementations(register):\n    pass\n"),
+    "registers-nothing": (
+        "nothing_mod",
+        "from mlp_lab import hookimpl\n\n@hookimpl\ndef register_implementations(register):\n    return ['linear']\n",
+    ),
+    "half-good": (
+        "half_mod",
+        LINEAR
+        + """
+from mlp_lab import hookimpl
+
+class NoPredict(Linear):
+    predict = None
+
+@hookimpl
+def register_implementations(register):
+    register("no-predict", "Lacks predict.", NoPredict)
+    register("linear-ok", "A linear model that never learns, kept although its sibling is rejected.", Linear)
+""",
+    ),
+    "lazy-gap": (
+        "lazy_mod",
+        LINEAR
+        + """
+from mlp_lab import hookimpl
+
+class NoLoss(Linear):
+    loss = None
+
+@hookimpl
+def register_implementations(register):
+    register("lazy-gap", "Registered by path; the class lacks loss.", "lazy_mod:NoLoss")
+""",
+    ),
+    "inf-loss": (
+        "inf_mod",
+        LINEAR
+        + """
+import torch
+from mlp_lab import hookimpl
+
+class Inf(Linear):
+    def train_step(self, batch, step):
+        return torch.tensor(float("inf")) if step == 2 else self.loss(batch)
+
+@hookimpl
+def register_implementations(register):
+    register("inf-loss", "Its loss becomes infinite at step 2.", Inf)
+""",
+    ),
+    "clash-dist": (
+        "clash_mod",
+        LINEAR
+        + """
+from mlp_lab import hookimpl
+
+@hookimpl
+def register_implementations(register):
+    register("scratch", "A third-party implementation that wants the built-in's name.", Linear)
+""",
+    ),
+}
+
+
+@pytest.fixture
+def broken_world(plugin_dist):
+    for dist, (module, code) in PLUGINS.items():
+        plugin_dist(dist, module, code)
+
+
+def test_every_problem_is_listed_with_its_plugin_and_distribution_and_json_stays_clean(broken_world, run_cli):
+    result = run_cli("plugins", "--json")
+    assert result.exit_code == 0
+    listing = json.loads(result.stdout)  # the chatty plugin's prints went to stderr
+    assert "hello from chatty" in result.stderr and "registering chatty" in result.stderr
+    names = [i["name"] for i in listing["implementations"]]
+    assert names[:3] == ["scratch", "autograd", "nn-module"]  # built-ins load first and keep their names
+    assert {"chatty", "linear-ok", "lazy-gap", "inf-loss", "clash-dist:scratch"} <= set(names)
+    broken = {(b["distribution"], b["implementation"]): b["error"] for b in listing["broken"]}
+    assert broken == {
+        ("exits-at-import", None): "failed to import exits_mod: SystemExit: 3",
+        ("hook-typo", None): "defines unknown hook(s) register_implementation",
+        ("undecorated", None): "implements no mlp-lab hook (is register_implementations decorated with @mlp_lab.hookimpl?)",
+        ("registers-nothing", None): "registered no implementation"
+        " (register_implementations returned a value: call register(...) instead)",
+        ("half-good", "no-predict"): "implementation 'no-predict': model lacks predict",
+    }
+    assert all(b["version"] == "0.1" and b["plugin"] for b in listing["broken"])
+    assert listing["clashes"] == [
+        {
+            "plugin": "clash_mod",
+            "distribution": "clash-dist",
+            "version": "0.1",
+            "error": "name 'scratch' is taken by mlp-lab; registered as 'clash-dist:scratch'",
+            "implementation": "scratch",
+        }
+    ]
+    clash = next(i for i in listing["implementations"] if i["name"] == "clash-dist:scratch")
+    assert (clash["distribution"], clash["plugin"], clash["builtin"]) == ("clash-dist", "clash_mod", False)
+    assert clash["location"].endswith("clash_mod.py") and clash["model"] == "clash_mod:Linear"
+    assert run_cli("--help").exit_code == 0
+
+
+def test_a_rejected_implementation_is_a_one_line_error_naming_its_plugin(broken_world, run_cli):
+    result = run_cli("run", "--plugin", "no-predict", "--tiny", "--steps", "3")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1] == (  # after what the chatty plugin printed while loading
+        "Error: plugin 'half_mod' (half-good 0.1) is broken: implementation 'no-predict': model lacks predict"
+    )
+    unknown = run_cli("run", "--plugin", "nope", "--tiny")
+    assert unknown.exit_code == 2 and "5 plugin problem(s), see 'mlp-lab plugins'" in unknown.stderr
+
+
+def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_world, run_cli, store):
+    result = run_cli(
+        "run", *("--plugin", "scratch", "--plugin", "lazy-gap", "--plugin", "inf-loss", "--plugin", "clash-dist:scratch"),
+        *("--tiny", "--steps", "5", "-q"),
+    )  # fmt: skip
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    runs = {r.data.params["plugin"]: r for r in runs_in(store) if r.data.tags.get("mlp_lab.kind") == "run"}
+    assert {name: r.info.status for name, r in runs.items()} == {
+        "scratch": "FINISHED",
+        "lazy-gap": "FAILED",
+        "inf-loss": "FAILED",
+        "clash-dist:scratch": "FINISHED",
+    }
+    assert runs["scratch"].data.params["plugin_distribution"] == "mlp-lab"
+    assert runs["clash-dist:scratch"].data.params["plugin_distribution"] == "clash-dist"
+    gap = runs["lazy-gap"].data.tags["mlp_lab.error"]
+    assert gap == "implementation 'lazy-gap' (plugin 'lazy_mod' from lazy-gap 0.1): model 'NoLoss' lacks loss"
+    inf = runs["inf-loss"].data.tags["mlp_lab.error"]
+    assert "(plugin 'inf_mod' from inf-loss 0.1) failed: NonFiniteLoss: the training loss became inf at step 2" in inf
+    assert gap in result.stderr and inf in result.stderr
+
+
+def test_tracing_prints_each_hook_call_its_arguments_and_its_result(plugin_dist, run_cli, monkeypatch):
+    plugin_dist("half-good", "half_mod", PLUGINS["half-good"][1])
+    raises = "from mlp_lab import hookimpl\n\n@hookimpl\ndef register_implementations(register):\n    raise RuntimeError('no')"
+    plugin_dist("hook-raises", "raises_mod", raises)
+    monkeypatch.setenv("MLP_LAB_TRACE_PLUGINS", "1")
+    result = run_cli("plugins", "--json")
+    assert result.exit_code == 0
+    json.loads(result.stdout)  # tracing stays on stderr
+    lines = result.stderr.splitlines()
+    assert all(line.startswith("[mlp-lab trace] ") for line in lines)
+    text = "\n".join(line.removeprefix("[mlp-lab trace] ") for line in lines)
+    assert "loading entry point half_mod = half_mod (half-good 0.1)" in text
+    # pluggy's own tracing: the call with its argument, then the hook's result
+    assert "register_implementations [hook]\n      register: <register for plugin 'half_mod' (half-good 0.1)>" in text
+    assert "finish register_implementations --> [] [hook]" in text
+    assert "registered 'linear-ok' from plugin 'half_mod' (half-good 0.1)" in text
+    assert "plugin 'half_mod' (half-good 0.1) rejected implementation 'no-predict': model lacks predict" in text
+    assert "plugin 'raises_mod' (hook-raises 0.1) broken: raised during registration: RuntimeError: no" in text
+    assert "registered 'scratch' from plugin 'seed' (mlp-lab " in text
+
+
+def test_without_tracing_loading_is_silent(plugin_dist, run_cli):
+    plugin_dist("half-good", "half_mod", PLUGINS["half-good"][1])
+    result = run_cli("plugins", "--json")
+    assert result.exit_code == 0 and result.stderr == ""
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_listing_reads_well_at_80_and_120_columns(broken_world, run_cli, width):
+    result = run_cli("plugins", env={"COLUMNS": str(width)})
+    assert result.exit_code == 0
+    lines = [line.rstrip() for line in result.stdout.splitlines()]
+    assert max(map(len, lines)) <= width
+    text = "\n".join(lines)
+    # headings: name, distribution and version; then whole words, never split across lines
+    assert "scratch  mlp-lab " in text and "linear-ok  half-good 0.1" in text and "clash-dist:scratch  clash-dist 0.1" in text
+    words = " ".join(text.split())
+    for phrase in (
+        "Step 1: 784-50-10 tanh MLP, sum-of-squares loss, forward and backward written by hand, full batch.",
+        "from entry point 'half_mod' in",
+        "defaults steps=10000 lr=0.1 hidden=50 batch_size=full eval_every=steps//100",
+        "-p decay_at=5000 int, >=0 step from which the learning rate is multiplied by decay",
+        "Name clashes plugin 'clash_mod' (clash-dist 0.1), implementation 'scratch'",
+        "name 'scratch' is taken by mlp-lab; registered as 'clash-dist:scratch'",
+        "plugin 'exits_mod' (exits-at-import 0.1) failed to import exits_mod: SystemExit: 3",
+        "plugin 'half_mod' (half-good 0.1), implementation 'no-predict' implementation 'no-predict': model lacks predict",
+    ):
+        assert phrase in words, phrase
+    if width == 120:  # wide enough: each description on one line
+        assert "  Step 1: 784-50-10 tanh MLP, sum-of-squares loss, forward and backward written by hand, full batch." in lines
+    assert lines[-1].endswith("5 problems (see above).")
