@@ -58,11 +58,14 @@ def comparison(loss: Sequence[Curve], accuracy: Sequence[Curve], title: str, ban
         ax_loss.set_yscale("log")
     ax_loss.set(ylabel="training loss (each implementation's own; log scale)", title="Training loss")
     ax_acc.set(ylabel="test accuracy", title="Test accuracy")
-    if accuracy:
-        low = min(v for c in accuracy for v in c.low)
-        ax_acc.set_ylim(max(0.0, low - 0.02), min(1.0, max(v for c in accuracy for v in c.high) + 0.02))
+    if accuracy:  # zoom on where the curves settle: the first tenth of training may fall below the axis
+        last = max(c.steps[-1] for c in accuracy)
+        low = min(v for c in accuracy for s, v in zip(c.steps, c.low, strict=True) if s >= last / 10)
+        high = max(v for c in accuracy for v in c.high)
+        pad = max(0.01, (high - low) * 0.25)
+        ax_acc.set_ylim(max(0.0, low - pad), min(1.0, high + pad))
     legend_ax = ax_acc if accuracy else ax_loss
     if legend_ax.get_legend_handles_labels()[0]:
-        legend_ax.legend(loc="lower right", fontsize=9)
+        legend_ax.legend(loc="best", fontsize=9, framealpha=0.9)
     fig.suptitle(f"{title}\n{band}", fontsize=11)
     return fig

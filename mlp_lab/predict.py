@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,7 @@ def read(path: Path, invert: bool = False) -> Images:
     return Images(path, rows)
 
 
-def load_model(run_id: str, client: object) -> object:
+def load_model(run_id: str, client: Any) -> Any:
     """The pyfunc model logged by run ``run_id`` (``runs:/RUN_ID/model``)."""
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException

@@ -215,6 +215,8 @@ def test_ui_serves_the_runs_over_the_mlflow_rest_api(lab):
         assert found is not None, f"no answer on port {port}"
         ids = {r["info"]["run_id"] for r in found["runs"]}
         assert ids == {lab.group.info.run_id} | {r.info.run_id for r in lab.children}
+        through_server = lab.compare_json("--tracking-uri", f"http://127.0.0.1:{port}")  # compare, via the REST API
+        assert through_server["rows"] == lab.compare_json()["rows"]
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=30)[0].decode()
         assert f"http://127.0.0.1:{port}" in output and "MLflow UI stopped." in output
