@@ -66,8 +66,18 @@ class Lab:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory) -> Lab:
-    return Lab(tmp_path_factory.mktemp("compare"))
+def lab(tmp_path_factory):
+    """Made once for the module; MLflow's process-wide settings (which running sets) are put back after it."""
+    import mlflow
+
+    before = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
+    yield Lab(tmp_path_factory.mktemp("compare"))
+    mlflow.set_tracking_uri(before["MLFLOW_TRACKING_URI"])
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def test_group_run_prints_the_comparison_and_logs_it_on_the_parent(lab):
@@ -329,3 +339,12 @@ def test_a_failed_child_is_counted_and_sorted_last(plugin_dist, run_cli):
     assert "| 0 (+1 failed) | - | - | - |" in rows[1]
     doc = json.loads(run_cli("compare", "--format", "json").stdout)
     assert [(r["plugin"], r["runs"], r["failed"], r["test_accuracy_mean"]) for r in doc["rows"]][1] == ("broken", 0, 1, None)
+
+
+@pytest.mark.parametrize("command", ["compare", "ui", "predict"])
+def test_help_imports_neither_torch_nor_mlflow(command):
+    from .test_startup import PROBE
+
+    probe = PROBE.format(args=[command, "--help"])
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=subprocess_env())
+    assert "CODE 0" in out.stdout and "HEAVY []" in out.stdout, out.stdout + out.stderr
