@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -9,6 +12,7 @@ import time
 import urllib.request
 
 import mlflow
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
@@ -41,9 +45,10 @@ def server(tmp_path):
             "--artifacts-destination",
             str(tmp_path / "server-artifacts"),
         ],
-        env=subprocess_env(),
+        env=subprocess_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),  # no job-runner processes to outlive it
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -62,7 +67,10 @@ def server(tmp_path):
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the server and every worker it started
+        proc.wait()
 
 
 def test_run_against_a_tracking_server(server, run_cli, tmp_path):
@@ -78,4 +86,4 @@ def test_run_against_a_tracking_server(server, run_cli, tmp_path):
     assert "loss_curve.png" in [a.path for a in client.list_artifacts(run.info.run_id)]
     mlflow.set_tracking_uri(server)
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
-    assert model.predict(__import__("numpy").zeros((2, 784), dtype="float32")).shape == (2,)
+    assert model.predict(np.zeros((2, 784), dtype="float32")).shape == (2,)
