@@ -27,22 +27,35 @@ def fresh_registry(monkeypatch):
     get_registry.cache_clear()
 
 
-@pytest.fixture(autouse=True)
-def mlflow_settings_kept():
-    """MLflow keeps the tracking URI and experiment in process-wide globals and environment variables
-    (``set_tracking_uri`` sets MLFLOW_TRACKING_URI): put them back, so no test's store becomes the next one's default."""
-    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
-    before = {key: os.environ.get(key) for key in keys}
-    yield
-    if "mlflow" in sys.modules:
-        import mlflow
+MLFLOW_SETTINGS = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
 
-        mlflow.set_tracking_uri(before["MLFLOW_TRACKING_URI"])
-    for key, value in before.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+
+@pytest.fixture(scope="session")
+def mlflow_baseline():
+    """MLflow's settings as the test session found them."""
+    return {key: os.environ.get(key) for key in MLFLOW_SETTINGS}
+
+
+@pytest.fixture(autouse=True)
+def mlflow_settings_kept(mlflow_baseline):
+    """MLflow keeps the tracking URI and experiment in process-wide globals and environment variables
+    (``set_tracking_uri`` sets MLFLOW_TRACKING_URI): every test starts and ends with the session's, so no
+    test's store, nor a module fixture's, becomes another test's default."""
+
+    def restore() -> None:
+        if "mlflow" in sys.modules:
+            import mlflow
+
+            mlflow.set_tracking_uri(mlflow_baseline["MLFLOW_TRACKING_URI"])
+        for key, value in mlflow_baseline.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+    restore()
+    yield
+    restore()
 
 
 @pytest.fixture
