@@ -1,5 +1,6 @@
 """Discovery for real: a scaffolded plugin, built as a wheel and installed into a fresh virtual
-environment beside mlp-lab, is listed, runs, and sits beside scratch in a comparison group.
+environment beside mlp-lab, is listed, runs, and sits beside scratch in a comparison group and in
+``mlp-lab compare``.
 Nothing is registered by hand: the installed entry point is what is proven. (That the scaffold's
 own test passes the conformance kit is in test_scaffold.py.)
 
@@ -98,3 +99,10 @@ def test_scaffolded_wheel_in_a_fresh_venv_is_found_runs_compares_and_conforms(tm
     relu_run = next(r for r in children if r.data.params["plugin"] == "relu-mlp")
     assert (relu_run.data.params["plugin_distribution"], relu_run.data.params["plugin_version"]) == ("relu-mlp", "0.1.0")
     assert relu_run.data.params["momentum"] == "0.9" and "test_accuracy" in relu_run.data.metrics
+
+    compared = run("compare", "--format", "json")  # the last comparison group, read back from MLflow
+    assert compared.returncode == 0, compared.stderr
+    rows = {r["plugin"]: r for r in json.loads(compared.stdout)["rows"]}
+    assert set(rows) == {"relu-mlp", "scratch"}
+    assert all((r["runs"], r["failed"], r["seeds"]) == (2, 0, "0,1") for r in rows.values())
+    assert 0 <= rows["relu-mlp"]["test_accuracy_mean"] <= 1
