@@ -118,6 +118,7 @@ def parse_seeds(seed: int | None, seeds: str | None, repeat: int | None) -> list
     help="Folder with the MNIST IDX files.",
 )
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--compile", "compile_step", is_flag=True, help="Compile the training step (torch.compile; CUDA graphs on a GPU).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @tracking_options
 def run(**kw: Any) -> None:

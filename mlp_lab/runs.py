@@ -33,6 +33,7 @@ class RunSpec:
     model_class: type
     hp: Hyperparams
     seed: int
+    compile: bool = False  # train through torch.compile (CUDA graphs on CUDA)
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Outcome:
     error: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     model_uri: str | None = None
+    summary: training.Summary | None = field(default=None, repr=False)
 
 
 def params_of(spec: RunSpec, data: Dataset, device: torch.device) -> dict[str, Any]:
@@ -56,6 +58,7 @@ def params_of(spec: RunSpec, data: Dataset, device: torch.device) -> dict[str, A
         "plugin_version": spec.impl.version,
         "seed": spec.seed,
         "device": str(device),
+        "compile": spec.compile,
         "dataset": data.name,
         "n_train": len(data.train),
         "n_test": len(data.test),
@@ -85,15 +88,22 @@ def execute(
         model = spec.model_class(spec.hp)
         model.to(device)
         summary = training.train(
-            model, data.to(device), spec.hp, spec.seed, on_losses, lambda ev: run.log_metrics(ev.metrics(), ev.step)
+            model,
+            data.to(device),
+            spec.hp,
+            spec.seed,
+            on_losses,
+            lambda ev: run.log_metrics(ev.metrics(), ev.step),
+            compile=spec.compile,
         )
         metrics = summary.metrics()
         run.log_metrics(metrics, summary.steps)
+        run.ready()  # MLflow, imported in the background, is ready: the figure and model may import it here
         run.log_figure(figures.loss_curve(summary, f"{spec.impl.name} (seed {spec.seed}) on {data.name}"), "loss_curve.png")
         model_uri = log_model(run, spec, model, data)
         progress.close()
         run.end("FINISHED")
-        return Outcome(spec, run.run_id, "FINISHED", metrics=metrics, model_uri=model_uri)
+        return Outcome(spec, run.run_id, "FINISHED", metrics=metrics, model_uri=model_uri, summary=summary)
     except KeyboardInterrupt:
         progress.close()
         run.end("KILLED", "interrupted (Ctrl-C)")
@@ -114,9 +124,9 @@ def device_params(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         return {"device_name": props.name, "device_memory_gb": round(props.total_memory / 2**30, 1)}
-    import platform
+    from mlp_lab.devices import cpu_name, host_memory_gb
 
-    return {"device_name": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads()}
+    return {"device_name": cpu_name(), "device_memory_gb": host_memory_gb(), "cpu_threads": torch.get_num_threads()}
 
 
 def log_datasets(run: RunLog, data: Dataset) -> None:
