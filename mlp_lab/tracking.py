@@ -318,13 +318,25 @@ _STOP = object()
 
 
 def _import_the_rest() -> None:
-    """Import what runs need later (datasets, the model flavour, the figure backend), in this thread."""
+    """Import what runs need later (datasets, the model flavour, the figure backend), in this thread.
+
+    Also fill MLflow's map of installed packages, which logging a model with pinned requirements
+    builds on first use by reading every installed distribution's metadata (seconds).
+    """
     import matplotlib.backends.backend_agg  # noqa: F401
     import matplotlib.figure  # noqa: F401
     import mlflow.data  # noqa: F401
     import mlflow.entities  # noqa: F401
     import mlflow.models  # noqa: F401
     import mlflow.pyfunc  # noqa: F401
+
+    try:
+        from mlflow.utils import requirements_utils
+
+        if requirements_utils._PACKAGES_TO_MODULES is None:
+            requirements_utils._init_packages_to_modules_map()
+    except Exception:  # noqa: BLE001 - MLflow's private cache: without it, logging the model builds it
+        pass
 
 
 def _experiment_artifacts(uri: str, experiment: str) -> str | None:
