@@ -48,6 +48,8 @@ class Result:
     train_accuracy: float
     test_accuracy: float
     losses: list[float] = field(default_factory=list, repr=False)
+    history: list[tuple[int, float, float]] = field(default_factory=list, repr=False)  # (step, train acc, test acc)
+    weights: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def steps_per_s(self) -> float:
@@ -110,14 +112,40 @@ def evaluate(predict: Callable[[torch.Tensor], torch.Tensor], loss: Callable, da
     return out
 
 
+def save(result: Result, folder: Path, title: str) -> None:
+    """What a training script keeps: the loss and accuracy curves as a PNG, and the weights."""
+    from matplotlib.figure import Figure
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(10, 4))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.84, wspace=0.22)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    ax_loss.plot(result.losses, lw=0.8)
+    ax_loss.set(yscale="log", xlabel="step", ylabel="training loss", title="Training loss")
+    steps, train_acc, test_acc = zip(*result.history, strict=True)
+    ax_acc.plot(steps, train_acc, label="train")
+    ax_acc.plot(steps, test_acc, label="test")
+    ax_acc.set(xlabel="step", ylabel="accuracy", title="Accuracy", ylim=(0, 1.02))
+    ax_acc.legend(loc="lower right")
+    fig.suptitle(title)
+    fig.savefig(folder / "loss_curve.png")
+    torch.save({k: v.detach().cpu() for k, v in result.weights.items()}, folder / "model.pt")
+
+
 def main(train: Callable[..., Result], default_steps: int = 10000) -> None:
-    """``python -m benchmarks.ref_NAME [--steps N] [--eval-every K] [--device D]``: train, print the result as JSON."""
+    """``python -m benchmarks.ref_NAME [--steps N] [--eval-every K] [--device D] [--out DIR]``: train, print the result as JSON.
+
+    With ``--out`` it also saves the loss curve and the weights there, as mlp-lab does (without tracking).
+    """
     parser = argparse.ArgumentParser(description=(train.__module__ and __import__(train.__module__).__doc__) or None)
     parser.add_argument("--steps", type=int, default=default_steps)
     parser.add_argument("--eval-every", type=int, default=None, help="default: steps // 100")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--out", type=Path, help="save loss_curve.png and model.pt here")
     args = parser.parse_args()
     data = load(args.device)
     result = train(data, args.steps, args.eval_every or max(1, args.steps // 100), args.seed)
-    print(json.dumps({k: v for k, v in asdict(result).items() if k != "losses"}))
+    if args.out:
+        save(result, args.out, f"{train.__module__} (seed {args.seed})")
+    print(json.dumps({k: v for k, v in asdict(result).items() if k not in ("losses", "history", "weights")}))

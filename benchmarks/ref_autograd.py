@@ -30,7 +30,8 @@ def train(data: Data, steps: int = 10000, eval_every: int = 100, seed: int = 133
 
     losses = torch.empty(steps, device=data.device)
     clock = Clock(data.device)
-    evaluate(predict, loss_fn, data)
+    _, train_acc, _, test_acc = evaluate(predict, loss_fn, data)
+    history = [(0, train_acc, test_acc)]
     clock.evaluation_done()
     for step in range(steps):
         loss = nn.functional.mse_loss(predict(x), target) * target.nelement()
@@ -44,9 +45,11 @@ def train(data: Data, steps: int = 10000, eval_every: int = 100, seed: int = 133
         if (step + 1) % eval_every == 0 or step + 1 == steps:
             clock.training_done()
             _, train_acc, _, test_acc = evaluate(predict, loss_fn, data)
+            history.append((step + 1, train_acc, test_acc))
             clock.evaluation_done()
     values = losses.tolist()
-    return Result(steps, clock.train_s, clock.eval_s, values[-1], train_acc, test_acc, values)
+    weights = {"w1": w1, "b1": b1, "w2": w2, "b2": b2}
+    return Result(steps, clock.train_s, clock.eval_s, values[-1], train_acc, test_acc, values, history, weights)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ def train(data: Data, steps: int = 10000, eval_every: int = 100, seed: int = 133
 
     losses = torch.empty(steps, device=data.device)
     clock = Clock(data.device)
-    evaluate(net, lambda scores, onehot: loss_fn(scores, 0.9 * onehot), data)
+    _, train_acc, _, test_acc = evaluate(net, lambda scores, onehot: loss_fn(scores, 0.9 * onehot), data)
+    history = [(0, train_acc, test_acc)]
     clock.evaluation_done()
     for step in range(steps):
         loss = loss_fn(net(x), target)
@@ -35,9 +36,10 @@ def train(data: Data, steps: int = 10000, eval_every: int = 100, seed: int = 133
             net.eval()
             _, train_acc, _, test_acc = evaluate(net, lambda scores, onehot: loss_fn(scores, 0.9 * onehot), data)
             net.train()
+            history.append((step + 1, train_acc, test_acc))
             clock.evaluation_done()
     values = losses.tolist()
-    return Result(steps, clock.train_s, clock.eval_s, values[-1], train_acc, test_acc, values)
+    return Result(steps, clock.train_s, clock.eval_s, values[-1], train_acc, test_acc, values, history, net.state_dict())
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 DEFAULT_DIR = Path("mlruns")
 BATCH = 1000  # MLflow accepts at most 1000 metrics in one log_batch call
-LINGER = 2.0  # seconds queued metrics may wait to join a larger batch
+LINGER = 5.0  # seconds queued metrics may wait to join a larger batch
 
 
 def resolve_uri(uri: str | None) -> str:
