@@ -41,7 +41,7 @@ def print_table(rows: list[Row], header: list[str]) -> None:
     from rich.table import Table
 
     table = Table(title="mlp-lab benchmarks", title_justify="left", caption="\n".join(header), caption_justify="left")
-    for col in ("case", "mlp-lab", "plain PyTorch", "ratio", "goal", "result"):
+    for col in ("case", "mlp-lab", "plain PyTorch", "ratio", "CPU ratio", "goal", "result"):
         table.add_column(col, justify="left" if col in ("case", "result") else "right", overflow="fold")
     for row in rows:
         fmt = lambda v: "-" if v is None else f"{v:.3g}" if v < 10 else f"{v:.0f}"  # noqa: E731
@@ -54,6 +54,7 @@ def print_table(rows: list[Row], header: list[str]) -> None:
             f"{fmt(row.ours)} {row.unit}",
             f"{fmt(row.reference)} {row.unit}" if row.reference is not None else "-",
             f"{row.ratio:.3f}" if row.ratio is not None else "-",
+            f"{row.cpu_ratio:.3f}" if row.cpu_ratio is not None else "-",
             goal,
             verdict + (f" ({row.note})" if row.note else ""),
         )
@@ -91,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {machine()}; torch {torch.__version__} with {torch.get_num_threads()} threads; device {settings.device}",
         f"Date: {time.strftime('%Y-%m-%d %H:%M', time.localtime(started))}, {time.time() - started:.0f} s; "
         f"load average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after",
-        "Each figure is the best of the repeats, the two sides alternating; ratio = mlp-lab / plain.",
+        "Each figure is the best of the repeats, the two sides alternating; ratio = mlp-lab / plain (wall time, rates, memory);",
+        "CPU ratio = the same for CPU seconds of all threads, steadier than wall time on a shared machine. Goals apply to ratio.",
     ]
     print_table(rows, header)
     if args.json:

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,12 +36,17 @@ class Row:
     goal: float | None = None  # the bound
     at_least: bool = False  # the goal is a lower bound (rates), not an upper one (times, memory)
     goal_on_ours: bool = False  # the goal bounds mlp-lab's figure itself, not the ratio
+    cpu: tuple[float, float] | None = None  # CPU seconds (all threads) of both sides, where measured
     note: str = ""
     samples: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float | None:
         return None if not self.reference else self.ours / self.reference
+
+    @property
+    def cpu_ratio(self) -> float | None:
+        return None if not self.cpu else self.cpu[0] / self.cpu[1]
 
     @property
     def passed(self) -> bool | None:
@@ -56,6 +62,8 @@ class Row:
             "reference": self.reference,
             "unit": self.unit,
             "ratio": self.ratio,
+            "cpu_s": self.cpu,
+            "cpu_ratio": self.cpu_ratio,
             "goal": (">=" if self.at_least else "<=") + f" {self.goal}" + (f" {self.unit}" if self.goal_on_ours else "")
             if self.goal is not None
             else None,
@@ -91,7 +99,8 @@ def references() -> dict[str, Any]:
     for info in pkgutil.iter_modules(benchmarks.__path__):
         if info.name.startswith("ref_"):
             module = importlib.import_module(f"benchmarks.{info.name}")
-            found[module.PLUGIN] = module
+            if module.PLUGIN is not None:
+                found[module.PLUGIN] = module
     return found
 
 
@@ -124,24 +133,41 @@ class Lab:
         self.torch = torch
 
     def ours(self, plugin: str, steps: int, eval_every: int | None = None) -> dict[str, float]:
+        """One tracked run; the wall and CPU time of its training loop (``training.train``, timed from outside)."""
+        from mlp_lab import training
         from mlp_lab.registry import get_registry
         from mlp_lab.runs import RunSpec, execute
 
         impl = get_registry().get(plugin)
         overrides = {"steps": steps, **({"eval_every": eval_every} if eval_every else {})}
         spec = RunSpec(impl, impl.model_class(), impl.hyperparams(overrides), 1337)
-        outcome = execute(spec, self.data, self.device, self.tracker, quiet=True)
+        loop: dict[str, float] = {}
+        original = training.train
+
+        def timed(*args: Any, **kw: Any) -> Any:
+            wall, cpu = time.perf_counter(), time.process_time()
+            try:
+                return original(*args, **kw)
+            finally:
+                loop.update(loop_time_s=time.perf_counter() - wall, loop_cpu_s=time.process_time() - cpu)
+
+        training.train = timed
+        try:
+            outcome = execute(spec, self.data, self.device, self.tracker, quiet=True)
+        finally:
+            training.train = original
         if outcome.status != "FINISHED":
             raise RuntimeError(f"mlp-lab run of {plugin} ended {outcome.status}: {outcome.error}")
-        m = outcome.metrics
-        return {**m, "loop_time_s": m["train_time_s"] + m["eval_time_s"]}
+        return {**outcome.metrics, **loop}
 
     def reference(self, module: Any, steps: int, eval_every: int) -> dict[str, float]:
+        wall, cpu = time.perf_counter(), time.process_time()
         r = module.train(self.plain, steps, eval_every, 1337)
         return {
+            "loop_time_s": time.perf_counter() - wall,
+            "loop_cpu_s": time.process_time() - cpu,
             "train_time_s": r.train_time_s,
             "eval_time_s": r.eval_time_s,
-            "loop_time_s": r.loop_time_s,
             "steps_per_s": r.steps_per_s,
             "final_train_loss": r.final_train_loss,
             "test_accuracy": r.test_accuracy,
@@ -159,9 +185,11 @@ class Lab:
                     ours.append(self.ours(plugin, steps, eval_every))
                 else:
                     refs.append(self.reference(module, steps, every))
+            o, r = ours[-1], refs[-1]
             self.settings.log(
-                f"  {plugin}: mlp-lab {ours[-1]['loop_time_s']:.2f} s, plain {refs[-1]['loop_time_s']:.2f} s"
-                f" ({ours[-1]['steps_per_s']:.0f} vs {refs[-1]['steps_per_s']:.0f} steps/s)"
+                f"  {plugin}: mlp-lab {o['loop_time_s']:.2f} s ({o['loop_cpu_s']:.2f} s CPU), "
+                f"plain {r['loop_time_s']:.2f} s ({r['loop_cpu_s']:.2f} s CPU); "
+                f"{o['steps_per_s']:.0f} vs {r['steps_per_s']:.0f} steps/s"
             )
         a, b = ours[0]["final_train_loss"], refs[0]["final_train_loss"]
         same = "same numbers" if math.isclose(a, b, rel_tol=1e-5) else f"numbers differ: final loss {a:.6g} vs {b:.6g}"
@@ -180,6 +208,7 @@ def tracking_case(lab: Lab, settings: Settings) -> Iterator[Row]:
         min(r["loop_time_s"] for r in refs),
         "s",
         goal=1.05,
+        cpu=(min(o["loop_cpu_s"] for o in ours), min(r["loop_cpu_s"] for r in refs)),
         note=same,
         samples={"mlp_lab": [o["loop_time_s"] for o in ours], "reference": [r["loop_time_s"] for r in refs]},
     )
@@ -235,22 +264,23 @@ import os, sys, time
 start = time.perf_counter()
 pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
 _, status, usage = os.wait4(pid, 0)
+wall, cpu = time.perf_counter() - start, usage.ru_utime + usage.ru_stime
 with open(sys.argv[1], "w") as f:
-    f.write(f"{time.perf_counter() - start} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
+    f.write(f"{wall} {cpu} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
 """
 
 
-def measure_process(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and peak resident memory (MiB) of one process, which must succeed."""
+def measure_process(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds and peak resident memory (MiB) of one process, which must succeed."""
     log, figures = cwd / "process.log", cwd / "process.measure"
     with open(log, "wb") as out:
         launch = [sys.executable, "-c", LAUNCHER, str(figures), *command]
         subprocess.run(launch, cwd=cwd, env=env, stdout=out, stderr=out, check=True)
-    wall, rss_kib, code = figures.read_text().split()
+    wall, cpu, rss_kib, code = figures.read_text().split()
     if int(code) != 0:
         tail = log.read_text(errors="replace")[-2000:]
         raise RuntimeError(f"{' '.join(command)} exited {code}:\n{tail}")
-    return float(wall), int(rss_kib) / 1024  # ru_maxrss is in KiB on Linux
+    return float(wall), float(cpu), int(rss_kib) / 1024  # ru_maxrss is in KiB on Linux
 
 
 def end_to_end_case(settings: Settings) -> Iterator[Row]:
@@ -262,16 +292,18 @@ def end_to_end_case(settings: Settings) -> Iterator[Row]:
     ours_cmd = [*mlp_lab_command(), "run", "--plugin", "scratch", *args]
     ref_cmd = [sys.executable, "-m", "benchmarks.ref_scratch", *args, "--out", "plain-outputs"]  # saves figure and weights
     settings.log(f"end to end: mlp-lab run --plugin scratch {' '.join(args)} vs ref_scratch, {settings.repeats} repeats")
-    first, _ = measure_process([*mlp_lab_command(), "run", "--plugin", "scratch", "--steps", "10", "-q"], folder, env)
+    first, _, _ = measure_process([*mlp_lab_command(), "run", "--plugin", "scratch", "--steps", "10", "-q"], folder, env)
     settings.log(f"  the first run in a new folder (creates the MLflow store): {first:.1f} s")
     times: dict[str, list[float]] = {"ours": [], "ref": []}
+    cpu: dict[str, list[float]] = {"ours": [], "ref": []}
     memory: dict[str, list[float]] = {"ours": [], "ref": []}
     for order in alternate(settings.repeats):
         for side in order:
-            wall, rss = measure_process(ours_cmd if side == "ours" else ref_cmd, folder, env)
+            wall, seconds, rss = measure_process(ours_cmd if side == "ours" else ref_cmd, folder, env)
             times[side].append(wall)
+            cpu[side].append(seconds)
             memory[side].append(rss)
-        last = {side: f"{times[side][-1]:.2f} s {memory[side][-1]:.0f} MiB" for side in times}
+        last = {side: f"{times[side][-1]:.2f} s ({cpu[side][-1]:.2f} s CPU) {memory[side][-1]:.0f} MiB" for side in times}
         settings.log(f"  mlp-lab {last['ours']}, plain {last['ref']}")
     yield Row(
         f"end to end: mlp-lab run --plugin scratch, {steps} steps",
@@ -279,6 +311,7 @@ def end_to_end_case(settings: Settings) -> Iterator[Row]:
         min(times["ref"]),
         "s",
         goal=1.15,
+        cpu=(min(cpu["ours"]), min(cpu["ref"])),
         note=f"store exists; the first run in a folder took {first:.1f} s",
         samples={"mlp_lab": times["ours"], "reference": times["ref"]},
     )
@@ -301,7 +334,7 @@ def startup_case(settings: Settings) -> Iterator[Row]:
         ours, floor = [], []
         for order in alternate(settings.startup_repeats):
             for side in order:
-                wall, _ = measure_process([*mlp_lab_command(), *args] if side == "ours" else floor_cmd, folder, env)
+                wall, _, _ = measure_process([*mlp_lab_command(), *args] if side == "ours" else floor_cmd, folder, env)
                 (ours if side == "ours" else floor).append(wall)
         settings.log(f"start-up: mlp-lab {' '.join(args)} best {min(ours):.3f} s, importing click, pluggy {min(floor):.3f} s")
         yield Row(

@@ -60,18 +60,21 @@ class Result:
         return self.train_time_s + self.eval_time_s
 
 
-def read_idx(path: Path) -> torch.Tensor:
-    raw = gzip.decompress(path.read_bytes())
+def read_idx(folder: Path, name: str) -> torch.Tensor:
+    """An IDX file (``name``, gzipped or not) as a uint8 tensor of its shape."""
+    path = folder / f"{name}.gz"
+    raw = gzip.decompress(path.read_bytes()) if path.exists() else (folder / name).read_bytes()
     ndim = raw[3]
     dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     return torch.frombuffer(bytearray(raw[4 + 4 * ndim :]), dtype=torch.uint8).reshape(dims)
 
 
 def load(device: str | torch.device = "cpu", folder: Path = EMBEDDED) -> Data:
-    x = read_idx(folder / "train-images-idx3-ubyte.gz").reshape(-1, 784).float()
-    y = read_idx(folder / "train-labels-idx1-ubyte.gz").long()
-    test_x = read_idx(folder / "t10k-images-idx3-ubyte.gz").reshape(-1, 784).float()
-    test_y = read_idx(folder / "t10k-labels-idx1-ubyte.gz").long()
+    """Both splits of the MNIST files in ``folder`` (default: the embedded 1000/1000 subset), normalised, on ``device``."""
+    x = read_idx(folder, "train-images-idx3-ubyte").reshape(-1, 784).float()
+    y = read_idx(folder, "train-labels-idx1-ubyte").long()
+    test_x = read_idx(folder, "t10k-images-idx3-ubyte").reshape(-1, 784).float()
+    test_y = read_idx(folder, "t10k-labels-idx1-ubyte").long()
     mean, std = x.mean(), x.std()
     onehot = lambda labels: torch.nn.functional.one_hot(labels, 10).float()  # noqa: E731
     tensors = ((x - mean) / std, y, onehot(y), (test_x - mean) / std, test_y, onehot(test_y))

@@ -72,21 +72,28 @@ def check_compile(device: torch.device) -> None:
         raise UsageError("--compile on the CPU needs a C++ compiler (g++ or clang++ on PATH, or CXX); none was found")
 
 
-def compiled_train_step(model: Model, device: torch.device) -> Callable[[Batch, int], Any]:
+def compiled_train_step(model: Model, device: torch.device, static: tuple[Any, ...] = ()) -> Callable[[Batch, int], Any]:
     """``model.train_step`` through ``torch.compile``; on CUDA with CUDA graphs ("reduce-overhead").
 
-    On CUDA the parameters are marked as static addresses, so that updating them in place stays
-    inside the recorded graphs. The step number is a Python int: a branch on it (a learning-rate
-    decay) compiles once per branch taken.
+    On CUDA the parameters, and the ``static`` tensors (the full-batch training data), are marked as
+    static addresses: updating parameters in place stays inside the recorded graphs, and the data is
+    not copied into them at every step. The step number is a Python int: a branch on it (a
+    learning-rate decay) compiles once per branch taken.
     """
     import torch
 
     check_compile(device)
-    if device.type == "cuda":
-        for tensor in model.parameters().values():
-            torch._dynamo.mark_static_address(tensor)
-        return torch.compile(model.train_step, mode="reduce-overhead")
-    return torch.compile(model.train_step)
+    if device.type != "cuda":
+        return torch.compile(model.train_step)
+    for tensor in (*model.parameters().values(), *static):
+        torch._dynamo.mark_static_address(tensor)
+    compiled = torch.compile(model.train_step, mode="reduce-overhead")
+
+    def step(batch: Batch, i: int) -> Any:
+        torch.compiler.cudagraph_mark_step_begin()  # each step is a new iteration for CUDA graph trees
+        return compiled(batch, i)
+
+    return step
 
 
 def compile_seconds() -> float:

@@ -114,7 +114,9 @@ def train(
     steps = hp.steps
     every = hp.eval_every or max(1, steps // 100)
     device = data.train.x.device
-    step_fn = devices.compiled_train_step(model, device) if compile else model.train_step
+    full_batch = hp.batch_size is None or hp.batch_size >= len(data.train)
+    static = (data.train.x, data.train.y, data.train.onehot) if full_batch else ()
+    step_fn = devices.compiled_train_step(model, device, static) if compile else model.train_step
     devices.reset_peak_memory(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     stream = batches(data.train, hp.batch_size, generator)
