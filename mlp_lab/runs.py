@@ -97,7 +97,8 @@ def execute(
             compile=spec.compile,
         )
         metrics = summary.metrics()
-        run.log_metrics(metrics, summary.steps)
+        logged = summary.final.metrics()  # the final evaluation's, already logged at this step
+        run.log_metrics({k: v for k, v in metrics.items() if k not in logged}, summary.steps)
         run.ready()  # MLflow, imported in the background, is ready: the figure and model may import it here
         run.log_figure(figures.loss_curve(summary, f"{spec.impl.name} (seed {spec.seed}) on {data.name}"), "loss_curve.png")
         model_uri = log_model(run, spec, model, data)
