@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,24 @@ def cli() -> None:
 
 
 def main() -> None:
-    cli(prog_name="mlp-lab")
+    """The ``mlp-lab`` console script.
+
+    After a command that loaded torch (``run``), everything is written and closed, and the process
+    ends at once: tearing down torch, MLflow and pandas module by module takes another second.
+    """
+    try:
+        cli(prog_name="mlp-lab")
+        code: Any = 0
+    except SystemExit as exc:
+        code = exc.code
+    if "torch" not in sys.modules:
+        sys.exit(code)
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
 
 
 # -- shared options ------------------------------------------------------------------------------
@@ -118,6 +136,7 @@ def parse_seeds(seed: int | None, seeds: str | None, repeat: int | None) -> list
     help="Folder with the MNIST IDX files.",
 )
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--compile", "compile_step", is_flag=True, help="Compile the training step (torch.compile; CUDA graphs on a GPU).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @tracking_options
 def run(**kw: Any) -> None:

@@ -57,6 +57,7 @@ def run_command(
     quiet: bool,
     tracking_uri: str | None,
     experiment: str,
+    compile_step: bool = False,
     **_: Any,
 ) -> int:
     """Validate, then train and log every run; the exit code is 1 when any run failed."""
@@ -76,9 +77,15 @@ def run_command(
     from mlp_lab.runs import RunSpec, execute, resolve_device
 
     dev = resolve_device(device)
+    if compile_step:
+        from mlp_lab.devices import check_compile
+
+        check_compile(dev)
     data = data_module.load(size, data_dir)
     tracker = open_tracker(tracking_uri, experiment)
-    specs = [RunSpec(impl, classes[impl.name], hps[impl.name], seed) for impl in impls for seed in seed_list]
+    if compile_step:  # compiling imports much of torch: not at the same time as MLflow (see Tracker)
+        tracker.wait()
+    specs = [RunSpec(impl, classes[impl.name], hps[impl.name], seed, compile_step) for impl in impls for seed in seed_list]
 
     if len(specs) == 1:
         outcomes = [execute(specs[0], data, dev, tracker, quiet=quiet)]
@@ -94,14 +101,16 @@ def run_command(
 
 
 def open_tracker(uri: str | None, experiment: str) -> Any:
-    """The MLflow experiment to log to; an unreachable or invalid store is a usage error."""
+    """The MLflow experiment to log to, opened in the background while training starts.
+
+    An unreachable or invalid store is a usage error (``StoreError``), raised as soon as it is known.
+    """
     from mlp_lab.tracking import Tracker
 
     try:
-        return Tracker(uri, experiment)
-    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"cannot open the MLflow store {uri or '(default)'}: {first}") from None
+        return Tracker(uri, experiment, background=True)
+    except OSError as exc:  # the default store's folder cannot be made
+        raise UsageError(f"cannot open the MLflow store {uri or '(default)'}: {exc}") from None
 
 
 def print_outcomes(outcomes: list[Any], tracker: Any, parent: str | None) -> None:

@@ -35,6 +35,7 @@ class RunSpec:
     model_class: type
     hp: Hyperparams
     seed: int
+    compile: bool = False  # train through torch.compile (CUDA graphs on CUDA)
 
 
 @dataclass
@@ -47,6 +48,7 @@ class Outcome:
     error: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     model_uri: str | None = None
+    summary: training.Summary | None = field(default=None, repr=False)
 
 
 class UnusableModel:
@@ -68,6 +70,7 @@ def params_of(spec: RunSpec, data: Dataset, device: torch.device) -> dict[str, A
         "plugin_version": spec.impl.version,
         "seed": spec.seed,
         "device": str(device),
+        "compile": spec.compile,
         "dataset": data.name,
         "n_train": len(data.train),
         "n_test": len(data.test),
@@ -94,12 +97,14 @@ def execute(
         log_datasets(run, data)
         model, summary = build_and_train(spec, data, device, on_losses, lambda ev: run.log_metrics(ev.metrics(), ev.step))
         metrics = summary.metrics()
-        run.log_metrics(metrics, summary.steps)
+        logged = summary.final.metrics()  # the final evaluation's, already logged at this step
+        run.log_metrics({k: v for k, v in metrics.items() if k not in logged}, summary.steps)
+        run.ready()  # MLflow, imported in the background, is ready: the figure and model may import it here
         run.log_figure(figures.loss_curve(summary, f"{spec.impl.name} (seed {spec.seed}) on {data.name}"), "loss_curve.png")
         model_uri = log_model(run, spec, model, data)
         progress.close()
         run.end("FINISHED")
-        return Outcome(spec, run.run_id, "FINISHED", metrics=metrics, model_uri=model_uri)
+        return Outcome(spec, run.run_id, "FINISHED", metrics=metrics, model_uri=model_uri, summary=summary)
     except KeyboardInterrupt:
         progress.close()
         run.end("KILLED", "interrupted (Ctrl-C)")
@@ -127,7 +132,7 @@ def build_and_train(
     torch.manual_seed(spec.seed)
     model = spec.model_class(spec.hp)
     model.to(device)
-    return model, training.train(model, data.to(device), spec.hp, spec.seed, on_losses, on_eval)
+    return model, training.train(model, data.to(device), spec.hp, spec.seed, on_losses, on_eval, compile=spec.compile)
 
 
 def device_params(device: torch.device) -> dict[str, Any]:
@@ -135,9 +140,9 @@ def device_params(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         return {"device_name": props.name, "device_memory_gb": round(props.total_memory / 2**30, 1)}
-    import platform
+    from mlp_lab.devices import cpu_name, host_memory_gb
 
-    return {"device_name": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads()}
+    return {"device_name": cpu_name(), "device_memory_gb": host_memory_gb(), "cpu_threads": torch.get_num_threads()}
 
 
 def log_datasets(run: RunLog, data: Dataset) -> None:

@@ -17,11 +17,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlp_lab.errors import UsageError
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 DEFAULT_DIR = Path("mlruns")
 BATCH = 1000  # MLflow accepts at most 1000 metrics in one log_batch call
+LINGER = 5.0  # seconds queued metrics may wait to join a larger batch
 
 
 def resolve_uri(uri: str | None) -> str:
@@ -40,123 +43,245 @@ def default_artifact_root(uri: str) -> str | None:
     return None
 
 
+class StoreError(UsageError):
+    """The MLflow store cannot be opened (bad URI, unreachable server, unwritable folder)."""
+
+
 class Tracker:
-    """An MLflow experiment in a store: creates runs and logs to them."""
+    """An MLflow experiment in a store: creates runs and logs to them.
 
-    def __init__(self, uri: str | None, experiment: str) -> None:
-        import mlflow
-        from mlflow import MlflowClient
+    Opening the store imports MLflow, creates the tables and finds the experiment; it also imports
+    what runs need later (MLflow's pyfunc flavour and datasets, matplotlib), so that all of it is
+    imported by one thread. With ``background=True`` this happens in a thread, overlapping training:
+    whatever needs the store waits for it (:meth:`wait`), and a store that cannot be opened raises
+    :class:`StoreError` there. Otherwise it happens now, raising MLflow's own error.
 
-        quiet_mlflow_logs()
+    Python's imports are not safe against two threads importing the same packages at once: until
+    :meth:`wait` returns, no other thread may import MLflow or matplotlib.
+    """
+
+    def __init__(self, uri: str | None, experiment: str, background: bool = False) -> None:
         self.uri = resolve_uri(uri)
-        mlflow.set_tracking_uri(self.uri)
-        self.client: MlflowClient = MlflowClient(self.uri)
-        found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = (
-            found.experiment_id
-            if found is not None
-            else self.client.create_experiment(experiment, artifact_location=_experiment_artifacts(self.uri, experiment))
-        )
-        mlflow.set_experiment(experiment_id=self.experiment_id)  # where MLflow puts logged models
+        self.experiment = experiment
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        if background:
+            threading.Thread(target=self._open, name="mlflow-open", daemon=True).start()
+        else:
+            self._open()
+            if self._error is not None:
+                raise self._error
+
+    def _open(self) -> None:
+        try:
+            import mlflow
+            from mlflow import MlflowClient
+
+            quiet_mlflow_logs()
+            mlflow.set_tracking_uri(self.uri)
+            client = MlflowClient(self.uri)
+            found = client.get_experiment_by_name(self.experiment)
+            self._experiment_id = (
+                found.experiment_id
+                if found is not None
+                else client.create_experiment(self.experiment, artifact_location=_experiment_artifacts(self.uri, self.experiment))
+            )
+            mlflow.set_experiment(experiment_id=self._experiment_id)  # where MLflow puts logged models
+            self._client = client
+            _import_the_rest()
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for the store
+            self._error = exc
+        finally:
+            self._ready.set()
+
+    def wait(self) -> Tracker:
+        """Block until the store is open; :class:`StoreError` when it cannot be."""
+        self._ready.wait()
+        if self._error is not None:
+            text = str(self._error).strip()
+            first = text.splitlines()[0] if text else type(self._error).__name__
+            raise StoreError(f"cannot open the MLflow store {self.uri}: {first}")
+        return self
+
+    @property
+    def failed(self) -> bool:
+        """Whether opening the store has already failed (never waits)."""
+        return self._ready.is_set() and self._error is not None
+
+    @property
+    def client(self) -> MlflowClient:
+        return self.wait()._client
+
+    @property
+    def experiment_id(self) -> str:
+        return self.wait()._experiment_id
 
     def start_run(
         self, name: str, params: dict[str, Any], tags: dict[str, str] | None = None, parent: str | None = None
     ) -> RunLog:
-        """A new RUNNING run with ``params`` logged (a child of ``parent`` when given)."""
-        from mlflow.entities import Param
-
+        """A new run with ``params`` logged (a child of ``parent`` when given); created in the background."""
         tags = dict(tags or {})
         if parent:
             tags["mlflow.parentRunId"] = parent
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        return RunLog(self, name, params, tags)
+
+    def create_run(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> tuple[str, str]:
+        """Create a RUNNING run with ``params`` and ``tags`` now; returns its id and artifact URI."""
+        client = self.client
+        from mlflow.entities import Param
+
+        run = client.create_run(self.experiment_id, run_name=name, tags=tags)
         run_id = run.info.run_id
         items = [Param(k, _param_str(v)) for k, v in params.items()]
         for i in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[i : i + 100])
-        return RunLog(self, run_id, run.info.artifact_uri)
+            client.log_batch(run_id, params=items[i : i + 100])
+        return run_id, run.info.artifact_uri
 
 
 class RunLog:
-    """One run: metrics (batched, in the background), tags, datasets, figures, the model, the end."""
+    """One run. A background thread creates it, then writes what is queued, in order.
 
-    def __init__(self, tracker: Tracker, run_id: str, artifact_uri: str) -> None:
+    Metrics (``log_series``, ``log_metrics``) and datasets are queued and return at once; metrics
+    are written in batches of up to 1000, gathered for up to ``LINGER`` seconds, so a training step
+    never waits for the store. Figures, texts, models, tags and ``end`` are written by the caller
+    once the run exists. Call :meth:`ready` before importing MLflow or matplotlib in the caller.
+    """
+
+    def __init__(self, tracker: Tracker, name: str, params: dict[str, Any], tags: dict[str, str]) -> None:
         self.tracker = tracker
-        self.client = tracker.client
-        self.run_id = run_id
-        self.artifact_uri = artifact_uri
+        self._run_id: str | None = None
+        self.artifact_uri: str | None = None
+        self._created = threading.Event()
         self._queue: queue.Queue = queue.Queue()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._write, name=f"mlflow-metrics-{run_id[:8]}", daemon=True)
+        self._ended = False
+        self._thread = threading.Thread(target=self._work, args=(name, params, tags), name=f"mlflow-run-{name}", daemon=True)
         self._thread.start()
+
+    @property
+    def run_id(self) -> str:
+        """The run's id, once it exists (waits for the store and the run)."""
+        self._created.wait()
+        if self._run_id is None:
+            self.tracker.wait()
+            raise self._error or RuntimeError("the run was not created")
+        return self._run_id
+
+    @property
+    def client(self) -> MlflowClient:
+        return self.tracker.client
+
+    def ready(self) -> RunLog:
+        """Wait until the run exists (and with it the store, and MLflow and matplotlib imported)."""
+        self.run_id  # noqa: B018 - waits, or raises why the run does not exist
+        return self
 
     # -- metrics -------------------------------------------------------------------------------
     def log_series(self, key: str, values: Iterable[float], first_step: int) -> None:
         """Queue ``values`` as metric ``key`` at steps ``first_step, first_step + 1, ...``."""
+        self._check_store()
         now = int(time.time() * 1000)
         self._queue.put([(key, float(v), first_step + i, now) for i, v in enumerate(values)])
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Queue several metrics at one step."""
+        self._check_store()
         now = int(time.time() * 1000)
         self._queue.put([(k, float(v), step, now) for k, v in metrics.items()])
 
     def flush(self) -> None:
-        """Wait until every queued metric is in the store."""
-        self._queue.join()
+        """Wait until everything queued is in the store."""
+        if not self._ended:
+            self._queue.put(_FLUSH)
+            self._queue.join()
+        self.ready()
         if self._error is not None:
             raise self._error
 
-    def _write(self) -> None:
+    def _check_store(self) -> None:
+        if self.tracker.failed:  # stop training early: nothing it does can be logged
+            self.tracker.wait()
+
+    def _work(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> None:
+        try:
+            self._run_id, self.artifact_uri = self.tracker.create_run(name, params, tags)
+        except BaseException as exc:  # noqa: BLE001 - reported by run_id, flush and end
+            self._error = exc
+        finally:
+            self._created.set()
+        while True:
+            items = [self._queue.get()]
+            if isinstance(items[0], list):  # gather more metrics, to write fewer and larger batches
+                deadline, count = time.monotonic() + LINGER, len(items[0])
+                while count < BATCH:
+                    try:
+                        items.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                    except queue.Empty:
+                        break
+                    if not isinstance(items[-1], list):
+                        break
+                    count += len(items[-1])
+            try:
+                if self._run_id is not None:
+                    self._write(items)
+            except BaseException as exc:  # noqa: BLE001 - reported by flush()
+                self._error = self._error or exc
+            finally:
+                for _ in items:
+                    self._queue.task_done()
+            if items[-1] is _STOP:
+                return
+
+    def _write(self, items: list[Any]) -> None:
         from mlflow.entities import Metric
 
-        while True:
-            items = self._queue.get()
-            pending = [items]
-            try:  # take whatever else is queued, to send it in as few calls as possible
-                while True:
-                    pending.append(self._queue.get_nowait())
-            except queue.Empty:
-                pass
-            try:
-                metrics = [Metric(k, v, ts, s) for chunk in pending for (k, v, s, ts) in chunk]
-                for i in range(0, len(metrics), BATCH):
-                    self.client.log_batch(self.run_id, metrics=metrics[i : i + BATCH], synchronous=True)
-            except BaseException as exc:  # noqa: BLE001 - reported by flush()
-                self._error = exc
-            finally:
-                for _ in pending:
-                    self._queue.task_done()
+        metrics = [Metric(k, v, ts, s) for item in items if isinstance(item, list) for (k, v, s, ts) in item]
+        for i in range(0, len(metrics), BATCH):
+            self.client.log_batch(self._run_id, metrics=metrics[i : i + BATCH], synchronous=True)
+        for item in items:
+            if callable(item):
+                item()
 
     # -- the rest ------------------------------------------------------------------------------
     def set_tags(self, tags: dict[str, Any]) -> None:
+        run_id = self.run_id
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id, tags=[RunTag(k, _param_str(v)) for k, v in tags.items()])
+        self.client.log_batch(run_id, tags=[RunTag(k, _param_str(v)) for k, v in tags.items()])
 
     def log_params(self, params: dict[str, Any]) -> None:
+        run_id = self.run_id
         from mlflow.entities import Param
 
-        self.client.log_batch(self.run_id, params=[Param(k, _param_str(v)) for k, v in params.items()])
+        self.client.log_batch(run_id, params=[Param(k, _param_str(v)) for k, v in params.items()])
 
     def log_dataset(self, name: str, digest: str, source: str, features: Any, targets: Any, context: str) -> None:
-        """Record a dataset input (name, digest, schema, source) on the run."""
-        import mlflow.data
-        from mlflow.entities import DatasetInput, InputTag
+        """Queue a dataset input (name, digest, schema, source) for the run."""
 
-        with warnings.catch_warnings():  # MLflow registers the local-file source twice and warns about it
-            warnings.simplefilter("ignore", UserWarning)
-            ds = mlflow.data.from_numpy(features, targets=targets, source=source, name=name, digest=digest)
-        tag = InputTag(key="mlflow.data.context", value=context)
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset=ds._to_mlflow_entity(), tags=[tag])])
+        def write() -> None:
+            import mlflow.data
+            from mlflow.entities import DatasetInput, InputTag
+
+            with warnings.catch_warnings():  # MLflow registers the local-file source twice and warns about it
+                warnings.simplefilter("ignore", UserWarning)
+                ds = mlflow.data.from_numpy(features, targets=targets, source=source, name=name, digest=digest)
+            tag = InputTag(key="mlflow.data.context", value=context)
+            self.client.log_inputs(self._run_id, datasets=[DatasetInput(dataset=ds._to_mlflow_entity(), tags=[tag])])
+
+        self._check_store()
+        self._queue.put(write)
 
     def log_figure(self, figure: Any, path: str) -> None:
-        self.client.log_figure(self.run_id, figure, path)
+        """Log a matplotlib figure, or the figure a callable returns once the run is ready."""
+        run_id = self.run_id
+        self.client.log_figure(run_id, figure() if callable(figure) else figure, path)
 
     def log_text(self, text: str, path: str) -> None:
         self.client.log_text(self.run_id, text, path)
 
     def log_model(self, python_model: Any, input_example: Any, pip_requirements: list[str]) -> str:
         """Log a pyfunc model under ``model``; returns its URI."""
+        run_id = self.run_id
         import mlflow
         import mlflow.pyfunc
         from mlflow.models import Model, infer_signature
@@ -167,7 +292,7 @@ class RunLog:
             artifact_path=None,
             name="model",
             flavor=mlflow.pyfunc,
-            run_id=self.run_id,
+            run_id=run_id,
             python_model=python_model,
             signature=signature,
             input_example=input_example,
@@ -176,13 +301,42 @@ class RunLog:
         return info.model_uri
 
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:
-        """Flush metrics and close the run as FINISHED, FAILED or KILLED (recording ``error``)."""
+        """Flush metrics and close the run as FINISHED, FAILED or KILLED (recording ``error``); stops the thread."""
         try:
             self.flush()
         finally:
+            if not self._ended:
+                self._ended = True
+                self._queue.put(_STOP)
             if error:
                 self.set_tags({"mlp_lab.error": error[:5000], "mlflow.note.content": f"**{status}**: {error[:5000]}"})
             self.client.set_terminated(self.run_id, status=status)
+
+
+_FLUSH = object()  # queue markers: write what is gathered now; and end the thread
+_STOP = object()
+
+
+def _import_the_rest() -> None:
+    """Import what runs need later (datasets, the model flavour, the figure backend), in this thread.
+
+    Also fill MLflow's map of installed packages, which logging a model with pinned requirements
+    builds on first use by reading every installed distribution's metadata (seconds).
+    """
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
+    import mlflow.data  # noqa: F401
+    import mlflow.entities  # noqa: F401
+    import mlflow.models  # noqa: F401
+    import mlflow.pyfunc  # noqa: F401
+
+    try:
+        from mlflow.utils import requirements_utils
+
+        if requirements_utils._PACKAGES_TO_MODULES is None:
+            requirements_utils._init_packages_to_modules_map()
+    except Exception:  # noqa: BLE001 - MLflow's private cache: without it, logging the model builds it
+        pass
 
 
 def _experiment_artifacts(uri: str, experiment: str) -> str | None:

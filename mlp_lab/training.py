@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from mlp_lab import devices
 from mlp_lab.data import Batch, Dataset
 from mlp_lab.model import Model
 from mlp_lab.options import Hyperparams
@@ -31,6 +32,7 @@ class Evaluation:
     train_accuracy: float
     test_loss: float
     test_accuracy: float
+    train_time_s: float = 0.0  # training time before this evaluation (evaluations excluded)
 
     def metrics(self) -> dict[str, float]:
         return {
@@ -46,6 +48,8 @@ class Summary:
     steps: int = 0
     train_time_s: float = 0.0
     eval_time_s: float = 0.0
+    compile_time_s: float = 0.0  # with compile: time spent compiling, not counted in train_time_s
+    peak_memory_mb: float = math.nan
     losses: list[float] = field(default_factory=list)
     evaluations: list[Evaluation] = field(default_factory=list)
 
@@ -61,6 +65,8 @@ class Summary:
             "train_time_s": self.train_time_s,
             "eval_time_s": self.eval_time_s,
             "steps_per_s": self.steps / self.train_time_s if self.train_time_s > 0 else math.nan,
+            **({"compile_time_s": self.compile_time_s} if self.compile_time_s else {}),
+            **({"peak_memory_mb": self.peak_memory_mb} if not math.isnan(self.peak_memory_mb) else {}),
         }
 
 
@@ -95,21 +101,36 @@ def train(
     seed: int,
     on_losses: Callable[[list[float], int], None],
     on_eval: Callable[[Evaluation], None],
+    compile: bool = False,
 ) -> Summary:
     """Train ``model`` for ``hp.steps`` steps on ``data``, evaluating every ``hp.eval_every`` steps.
 
     ``on_losses(values, first_step)`` receives the per-step losses as they are fetched;
     ``on_eval(evaluation)`` each evaluation (before training, every interval, and at the end).
     A partial interval is still handed over when training stops early (error or Ctrl-C).
+    ``compile`` runs the model's ``train_step`` through ``torch.compile`` (CUDA graphs on CUDA);
+    the time spent compiling is reported apart, as ``compile_time_s``.
     """
     steps = hp.steps
     every = hp.eval_every or max(1, steps // 100)
     device = data.train.x.device
+    full_batch = hp.batch_size is None or hp.batch_size >= len(data.train)
+    static = (data.train.x, data.train.y, data.train.onehot) if full_batch else ()
+    step_fn = devices.compiled_train_step(model, device, static) if compile else model.train_step
+    devices.reset_peak_memory(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     stream = batches(data.train, hp.batch_size, generator)
     summary = Summary()
     buffer = torch.empty(min(every, steps), device=device)
     fetched = 0  # steps whose losses have been handed over
+    compiled = devices.compile_seconds()
+
+    def clock(start: float) -> None:  # training time since ``start``, less any compiling
+        nonlocal compiled
+        now = devices.compile_seconds()
+        summary.compile_time_s += now - compiled
+        summary.train_time_s += time.perf_counter() - start - (now - compiled)
+        compiled = now
 
     def run_eval(step: int) -> None:
         t = time.perf_counter()
@@ -117,7 +138,7 @@ def train(
         train_loss, train_acc = evaluate(model, data.train)
         test_loss, test_acc = evaluate(model, data.test)
         model.train(True)
-        ev = Evaluation(step, train_loss, train_acc, test_loss, test_acc)
+        ev = Evaluation(step, train_loss, train_acc, test_loss, test_acc, summary.train_time_s)
         summary.evaluations.append(ev)
         summary.eval_time_s += time.perf_counter() - t
         on_eval(ev)
@@ -139,16 +160,17 @@ def train(
     step = 0
     try:
         for step in range(steps):
-            buffer[step - fetched] = model.train_step(next(stream), step).detach()
+            buffer[step - fetched] = step_fn(next(stream), step).detach()
             if step + 1 - fetched == len(buffer) or step + 1 == steps:
                 hand_over(step + 1)
                 if (step + 1) % every == 0 or step + 1 == steps:
-                    summary.train_time_s += time.perf_counter() - start
+                    clock(start)
                     run_eval(step + 1)
                     start = time.perf_counter()
     except BaseException:
-        summary.train_time_s += time.perf_counter() - start
+        clock(start)
         hand_over(step)  # the losses of the steps completed so far
         raise
     summary.steps = steps
+    summary.peak_memory_mb = devices.peak_memory_mb(device)
     return summary

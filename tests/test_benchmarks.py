@@ -1,0 +1,108 @@
+"""The benchmark's own honesty: references do the same arithmetic as the plugins, and the measurements are sound.
+
+The speed goals themselves live in ``python -m benchmarks``, never in timed tests.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from benchmarks import cases, plain
+from mlp_lab import data, training
+from mlp_lab.registry import get_registry
+
+from .conftest import REPO, subprocess_env
+
+
+def test_reference_data_is_mlp_labs_data():
+    ours, ref = data.load(), plain.load()
+    for a, b in ((ours.train.x, ref.x), (ours.train.y, ref.y), (ours.train.onehot, ref.onehot), (ours.test.x, ref.test_x)):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["scratch", "autograd", "nn-module"])
+def test_each_reference_computes_the_same_numbers_as_its_plugin(name):
+    """Same seed, data, network and arithmetic: the per-step losses are equal to the last bit."""
+    ref = cases.references()[name]
+    impl = get_registry().get(name)
+    hp = impl.hyperparams({"steps": 25, "eval_every": 5})
+    random.seed(1337)
+    torch.manual_seed(1337)
+    summary = training.train(impl.model_class()(hp), data.load(), hp, 1337, lambda v, f: None, lambda e: None)
+    result = ref.train(plain.load(), 25, 5, 1337)
+    assert summary.losses == result.losses
+    assert summary.final.test_accuracy == pytest.approx(result.test_accuracy)
+
+
+def test_references_are_found_for_the_seed_plugins():
+    assert {"scratch", "autograd", "nn-module"} <= set(cases.references())
+
+
+def test_process_memory_is_the_measured_process_not_the_benchmark(tmp_path):
+    """Peak memory of a child started from a large process is the child's own (a launcher sits between them)."""
+    ballast = bytearray(300 * 2**20)  # this process grows by 300 MiB
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    env = subprocess_env()
+    small_wall, small_cpu, small = cases.measure_process([sys.executable, "-c", "pass"], tmp_path, env)
+    _, _, big = cases.measure_process(
+        [sys.executable, "-c", "b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096])"], tmp_path, env
+    )
+    assert small < 100 and 200 < big < 300
+    assert 0 < small_wall < 30 and 0 < small_cpu < 30
+    del ballast
+
+
+def test_a_failing_process_is_reported(tmp_path):
+    with pytest.raises(RuntimeError, match="exited 3"):
+        cases.measure_process([sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], tmp_path, subprocess_env())
+
+
+def test_reference_script_runs_alone_and_saves_what_mlp_lab_saves(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ref_scratch", "--steps", "20", "--out", str(tmp_path / "o")],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(out.stdout)
+    assert result["steps"] == 20 and 0 < result["test_accuracy"] <= 1
+    assert (tmp_path / "o" / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert set(torch.load(tmp_path / "o" / "model.pt")) == {"w1", "b1", "w2", "b2"}
+
+
+def test_benchmark_command_prints_rows_and_json(tmp_path):
+    """``python -m benchmarks`` end to end, on its cheapest case."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "startup", "--repeat", "1", "--json", str(tmp_path / "b.json")],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "start-up: mlp-lab --help" in out.stdout and "ratio" in out.stdout
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert [r["case"].split(" (")[0] for r in rows] == ["start-up: mlp-lab --help", "start-up: mlp-lab plugins"]
+    assert all(r["mlp_lab"] > 0 and r["reference"] > 0 and r["passed"] in (True, False) for r in rows)
+
+
+def test_unknown_case_is_a_usage_error():
+    out = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "nope"], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 2 and "unknown case(s) nope" in out.stderr
+
+
+def test_gpu_script_without_cuda_says_so(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu", "--json", str(tmp_path / "g.json")], cwd=REPO, capture_output=True, text=True
+    )
+    assert out.returncode == 2 and "no CUDA device here" in out.stderr
