@@ -73,13 +73,13 @@ def _with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
 RELU = _with(NN_MODULE, activation="relu")
 CROSS_ENTROPY = _with(RELU, loss="cross-entropy")
 HE_INIT = _with(CROSS_ENTROPY, init="kaiming")
-MINI_BATCH = _with(HE_INIT, batch_size=100)
+MINI_BATCH = _with(HE_INIT, batch_size=100, eval_every=600)  # evaluated once per epoch on full MNIST
 LR_SCHEDULE = _with(MINI_BATCH, schedule="cosine", warmup=0.02)
-BATCH_NORM = _with(LR_SCHEDULE, norm="batch")
-DROPOUT = _with(BATCH_NORM, dropout=0.3)
+DROPOUT = _with(LR_SCHEDULE, input_dropout=0.2, dropout=0.5)
 WEIGHT_DECAY = _with(DROPOUT, weight_decay=0.1)
 AUGMENT = _with(WEIGHT_DECAY, augment=True)
-BEST = _with(AUGMENT, layers=2, hidden=1024, steps=3000, eval_every=300)
+BATCH_NORM = _with(AUGMENT, norm="batch")
+BEST = _with(BATCH_NORM, layers=2, hidden=1024, steps=3000, input_dropout=0.0, dropout=0.3)
 
 LADDER = (
     ("relu", "nn-module with ReLU instead of tanh in the hidden layer (output: still tanh and MSE).", RELU),
@@ -88,16 +88,17 @@ LADDER = (
     ("mini-batch", "he-init on shuffled mini-batches of 100 instead of the full batch (same 10,000 steps).", MINI_BATCH),
     (
         "lr-schedule",
-        "mini-batch with AdamW's learning rate warmed up for 2% of the steps, then cosine-decayed to 0.",
+        "mini-batch with AdamW's learning rate warmed up over 2% of the steps, then cosine-decayed to 0.",
         LR_SCHEDULE,
     ),
-    ("batch-norm", "lr-schedule with batch normalisation before the hidden activation.", BATCH_NORM),
-    ("dropout", "batch-norm with dropout 0.3 after the hidden activation.", DROPOUT),
+    ("dropout", "lr-schedule with dropout: 0.2 on the input pixels, 0.5 after the hidden activation.", DROPOUT),
     ("weight-decay", "dropout with AdamW weight decay 0.1 instead of 0.01.", WEIGHT_DECAY),
-    ("augment", "weight-decay trained on randomly shifted, rotated and scaled images (+-2 px, +-10 deg, +-10%).", AUGMENT),
+    ("augment", "weight-decay on randomly shifted, rotated and scaled training images (+-2 px, +-10 deg, +-10%).", AUGMENT),
+    ("batch-norm", "augment with batch normalisation between each hidden Linear and its activation.", BATCH_NORM),
     (
         "best",
-        "augment, two hidden layers of 1024, 3,000 steps: the strongest plain MLP here (-p augment=0 turns distortions off).",
+        "batch-norm with two hidden layers of 1024, dropout 0.3 after each and none on the input, 3,000 steps: "
+        "the strongest plain MLP here (-p augment=0 turns the distortions off).",
         BEST,
     ),
 )

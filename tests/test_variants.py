@@ -24,12 +24,12 @@ CHANGES = {
     "relu": {"activation"},
     "cross-entropy": {"loss"},
     "he-init": {"init"},
-    "mini-batch": {"batch_size"},
+    "mini-batch": {"batch_size", "eval_every"},
     "lr-schedule": {"schedule", "warmup"},
-    "batch-norm": {"norm"},
-    "dropout": {"dropout"},
+    "dropout": {"input_dropout", "dropout"},
     "weight-decay": {"weight_decay"},
     "augment": {"augment"},
+    "batch-norm": {"norm"},
 }
 
 
@@ -175,7 +175,7 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
 
 @pytest.mark.slow
 def test_best_beats_nn_module_on_the_default_set_in_a_ci_budget(run_cli, store):
-    result = run_cli("run", "--plugin", "nn-module", "--plugin", "best", "--steps", "300", "--seed", "0", "-q")
+    result = run_cli("run", "--plugin", "nn-module", "--plugin", "best", "--steps", "150", "--seed", "0", "-q")
     assert result.exit_code == 0, result.output
     runs = {r.data.tags["mlp_lab.plugin"]: r for r in runs_in(store) if r.data.tags["mlp_lab.kind"] == "run"}
     assert runs["best"].data.params["augment"] == "True" and runs["best"].data.params["layers"] == "2"
