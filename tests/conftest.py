@@ -22,24 +22,20 @@ def fresh_registry(monkeypatch):
     """Each test discovers plugins anew, with no plugin selection or tracing left over."""
     monkeypatch.delenv("MLP_LAB_LOAD_PLUGINS", raising=False)
     monkeypatch.delenv("MLP_LAB_TRACE_PLUGINS", raising=False)
-    ambient = os.environ.get("MLFLOW_TRACKING_URI")
     get_registry.cache_clear()
     yield
     get_registry.cache_clear()
-    # mlflow.set_tracking_uri also sets this variable: a run in this process must not redirect later tests' runs.
-    if ambient is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = ambient
 
 
 MLFLOW_SETTINGS = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
+# Read when pytest loads this file, before any test or fixture can have run MLflow.
+BASELINE = {key: os.environ.get(key) for key in MLFLOW_SETTINGS}
 
 
 @pytest.fixture(scope="session")
 def mlflow_baseline():
     """MLflow's settings as the test session found them."""
-    return {key: os.environ.get(key) for key in MLFLOW_SETTINGS}
+    return dict(BASELINE)
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ import pytest
 from .conftest import runs_in
 
 CASES = {
-    "unknown plugin": (["--plugin", "nope"], "unknown plugin 'nope'; known: autograd, nn-module, scratch"),
+    "unknown plugin": (["--plugin", "nope"], "unknown plugin 'nope'; known: augment, autograd,"),
     "lr zero": (["--plugin", "scratch", "--lr", "0"], "lr must be > 0.0"),
     "lr negative": (["--plugin", "scratch", "--lr", "-1"], "lr must be > 0.0"),
     "hidden zero": (["--plugin", "scratch", "--hidden", "0"], "hidden must be >= 1"),
@@ -46,9 +46,9 @@ def test_bad_input_is_one_line_exit_2_and_no_run(case, run_cli, store):
 
 def test_gradcheck_unknown_plugin(run_cli):
     result = run_cli("gradcheck", "--plugin", "nope")
-    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [
-        "Error: unknown plugin 'nope'; known: autograd, nn-module, scratch"
-    ]
+    (line,) = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and line.startswith("Error: unknown plugin 'nope'; known: ")
+    assert {"scratch", "autograd", "nn-module"} <= set(line.split("known: ")[1].split(", "))
 
 
 def test_help_and_version_everywhere(run_cli):

@@ -8,6 +8,8 @@ one (about 100 s), runs 1,500 steps, by which the notebook's run had already rea
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from .conftest import runs_in
@@ -24,10 +26,11 @@ def seed_runs(tmp_path_factory):
     get_registry.cache_clear()
     runner = CliRunner()
     with runner.isolated_filesystem(temp_dir=folder) as cwd:
+        store = Path(cwd) / "mlruns"
         for args in (["--plugin", "scratch", "--plugin", "autograd"], ["--plugin", "nn-module", "--steps", "1500"]):
-            result = runner.invoke(cli, ["run", *args, "-q"], prog_name="mlp-lab")
+            result = runner.invoke(cli, ["run", *args, "-q"], prog_name="mlp-lab", env={"MLFLOW_TRACKING_URI": None})
             assert result.exit_code == 0, result.output
-        runs = runs_in(__import__("pathlib").Path(cwd) / "mlruns")
+        runs = runs_in(store)
     return {r.data.params["plugin"]: r.data.metrics for r in runs if "plugin" in r.data.params}
 
 
