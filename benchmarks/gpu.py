@@ -28,7 +28,9 @@ from typing import Any
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, help="full MNIST folder (default: shared/data/mnist, ../shared/data/mnist)")
-    parser.add_argument("--plugins", help="comma-separated plugins (default: all with a reference; on full MNIST all)")
+    parser.add_argument("--plugins", help="seed protocol: comma-separated plugins (default: every one with a plain reference)")
+    parser.add_argument("--full-plugins", help="full MNIST: comma-separated plugins (default: every registered one)")
+    parser.add_argument("--full-eval-every", type=int, default=50, help="full MNIST: steps between evaluations")
     parser.add_argument("--device", default="cuda", help="cuda; cpu checks this script itself (its figures mean nothing there)")
     parser.add_argument("--steps", type=int, default=10000, help="steps of the seed protocol")
     parser.add_argument("--skip-seed", action="store_true", help="leave out the seed-protocol case")
@@ -103,7 +105,7 @@ def seed_protocol(report: Report, steps: int, plugins: list[str] | None, device:
         )
 
 
-def full_mnist(report: Report, folder: Path, plugins: list[str] | None, device: Any, tracker: Any) -> None:
+def full_mnist(report: Report, folder: Path, plugins: list[str] | None, every: int, device: Any, tracker: Any) -> None:
     from benchmarks import plain, ref_full_mnist
     from mlp_lab import data as mlp_data
     from mlp_lab.registry import get_registry
@@ -116,7 +118,7 @@ def full_mnist(report: Report, folder: Path, plugins: list[str] | None, device: 
     best = math.inf
     for name in plugins or get_registry().names():
         try:
-            outcome = run_plugin(name, lab_data, device, tracker, True)
+            outcome = run_plugin(name, lab_data, device, tracker, True, eval_every=every)
         except Exception as exc:  # noqa: BLE001 - one plugin's failure is a row, not the end
             report.add(case=f"full MNIST: {name} --compile", error=f"{type(exc).__name__}: {exc}")
             continue
@@ -158,15 +160,15 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     tracker = Tracker(f"sqlite:///{Path(tempfile.mkdtemp()) / 'mlflow.db'}", "gpu-bench")
-    plugins = args.plugins.split(",") if args.plugins else None
     if not args.skip_seed:
-        seed_protocol(report, args.steps, plugins, device, tracker)
+        seed_protocol(report, args.steps, args.plugins.split(",") if args.plugins else None, device, tracker)
     if not args.skip_full:
         folder = full_data_dir(args.data_dir)
         if folder is None:
             report.add(case="full MNIST", error="no MNIST files found: pass --data-dir")
         else:
-            full_mnist(report, folder, plugins, device, tracker)
+            plugins = args.full_plugins.split(",") if args.full_plugins else None
+            full_mnist(report, folder, plugins, args.full_eval_every, device, tracker)
     return 0
 
 
