@@ -106,3 +106,32 @@ def test_gpu_script_without_cuda_says_so(tmp_path):
         [sys.executable, "-m", "benchmarks.gpu", "--json", str(tmp_path / "g.json")], cwd=REPO, capture_output=True, text=True
     )
     assert out.returncode == 2 and "no CUDA device here" in out.stderr
+
+
+def test_full_mnist_reference_reports_time_to_target():
+    """The GPU baseline's recipe, on the small set (one batch of 512 per epoch) so that it runs here."""
+    from benchmarks import ref_full_mnist
+
+    r = ref_full_mnist.train(plain.load(), epochs=3, eval_every=1, target=0.0)
+    assert r["steps"] == 3 and 0 < r["test_accuracy"] <= 1
+    assert r["time_to_target_s"] <= r["train_time_s"]  # reached at the first evaluation
+    assert r["time_to_target_s"] == r["time_to_target_s"]  # not NaN
+
+
+@pytest.mark.slow
+def test_gpu_script_logic_on_the_cpu(tmp_path):
+    """``benchmarks.gpu`` itself (reference, eager and compiled runs, the JSON), on the CPU with few steps."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu", "--device", "cpu", "--steps", "20", "--plugins", "scratch", "--skip-full"]
+        + ["--json", str(tmp_path / "g.json")],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    (row,) = json.loads((tmp_path / "g.json").read_text())["rows"]
+    assert row["case"] == "seed protocol: scratch, 20 steps"
+    assert row["plain_train_s"] > 0 and row["mlp_lab_train_s"] > 0 and row["compiled_train_s"] > 0
+    assert row["compiled_compile_s"] > 0
+    assert row["compiled_test_accuracy"] == pytest.approx(row["mlp_lab_test_accuracy"], abs=0.02)
