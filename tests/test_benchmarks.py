@@ -6,6 +6,7 @@ The speed goals themselves live in ``python -m benchmarks``, never in timed test
 from __future__ import annotations
 
 import json
+import math
 import random
 import subprocess
 import sys
@@ -135,3 +136,18 @@ def test_gpu_script_logic_on_the_cpu(tmp_path):
     assert row["plain_train_s"] > 0 and row["mlp_lab_train_s"] > 0 and row["compiled_train_s"] > 0
     assert row["compiled_compile_s"] > 0
     assert row["compiled_test_accuracy"] == pytest.approx(row["mlp_lab_test_accuracy"], abs=0.02)
+
+
+def test_gpu_script_trains_untracked_where_mlflow_is_missing():
+    """Where MLflow is absent (the GPU image), the same seeding and loop run without tracking: same numbers."""
+    from benchmarks import gpu
+
+    d = data.load("tiny")
+    summary = gpu.run_plugin("scratch", d, torch.device("cpu"), None, False, steps=20)
+    impl = get_registry().get("scratch")
+    hp = impl.hyperparams({"steps": 20})
+    random.seed(1337)
+    torch.manual_seed(1337)
+    again = training.train(impl.model_class()(hp), d, hp, 1337, lambda v, f: None, lambda e: None)
+    assert summary.losses == again.losses and summary.steps == 20
+    assert gpu.time_to(summary, 0.0) == 0.0 and math.isnan(gpu.time_to(summary, 1.1))
