@@ -8,13 +8,16 @@
    (goal: the fastest plugin at most 0.5 s).
 
 Training times exclude evaluations and compilation (reported apart), as mlp-lab's ``train_time_s``
-does. Each row is printed, and written to ``--json`` (default ``$OUT/gpu.json`` or ``gpu.json``), as
-soon as it is measured, so a run cut short keeps what it measured.
+does. Runs are tracked in a temporary MLflow store when MLflow is installed; where it is not (the
+lent GPU machines' image has torch but no MLflow), the same seeding and training loop run
+untracked, and the header says ``"tracking": false``. Each row is printed, and written to
+``--json`` (default ``$OUT/gpu.json``), as soon as it is measured: a run cut short keeps them.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -28,7 +31,9 @@ from typing import Any
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, help="full MNIST folder (default: shared/data/mnist, ../shared/data/mnist)")
-    parser.add_argument("--plugins", help="comma-separated plugins (default: all with a reference; on full MNIST all)")
+    parser.add_argument("--plugins", help="seed protocol: comma-separated plugins (default: every one with a plain reference)")
+    parser.add_argument("--full-plugins", help="full MNIST: comma-separated plugins (default: every registered one)")
+    parser.add_argument("--full-eval-every", type=int, default=50, help="full MNIST: steps between evaluations")
     parser.add_argument("--device", default="cuda", help="cuda; cpu checks this script itself (its figures mean nothing there)")
     parser.add_argument("--steps", type=int, default=10000, help="steps of the seed protocol")
     parser.add_argument("--skip-seed", action="store_true", help="leave out the seed-protocol case")
@@ -58,21 +63,33 @@ def full_data_dir(given: Path | None) -> Path | None:
 
 
 def run_plugin(name: str, data: Any, device: Any, tracker: Any, compile: bool, **overrides: Any) -> Any:
-    """One tracked mlp-lab run (``runs.execute``, as ``mlp-lab run`` does); its outcome."""
+    """One mlp-lab run: tracked (``runs.execute``, as ``mlp-lab run`` does), or with ``tracker`` None the same
+    seeding and training loop (``training.train``) without MLflow. Its summary, with ``.metrics()``."""
+    import random
+
+    import torch
+
+    from mlp_lab import training
     from mlp_lab.registry import get_registry
     from mlp_lab.runs import RunSpec, execute
 
     impl = get_registry().get(name)
     spec = RunSpec(impl, impl.model_class(), impl.hyperparams(overrides), 1337, compile)
+    if tracker is None:
+        random.seed(spec.seed)
+        torch.manual_seed(spec.seed)
+        model = spec.model_class(spec.hp)
+        model.to(device)
+        return training.train(model, data, spec.hp, spec.seed, lambda v, f: None, lambda e: None, compile=compile)
     outcome = execute(spec, data, device, tracker, quiet=True)
     if outcome.status != "FINISHED":
         raise RuntimeError(f"{name}: {outcome.error}")
-    return outcome
+    return outcome.summary
 
 
-def time_to(outcome: Any, target: float) -> float:
+def time_to(summary: Any, target: float) -> float:
     """Training seconds until the test accuracy first reached ``target`` (NaN if never)."""
-    return next((e.train_time_s for e in outcome.summary.evaluations if e.test_accuracy >= target), math.nan)
+    return next((e.train_time_s for e in summary.evaluations if e.test_accuracy >= target), math.nan)
 
 
 def seed_protocol(report: Report, steps: int, plugins: list[str] | None, device: Any, tracker: Any) -> None:
@@ -86,24 +103,23 @@ def seed_protocol(report: Report, steps: int, plugins: list[str] | None, device:
             continue
         ref.train(plain_data, 50, 10)  # warm-up
         r = ref.train(plain_data, steps, max(1, steps // 100))
-        eager = run_plugin(name, lab_data, device, tracker, False, steps=steps)
-        fast = run_plugin(name, lab_data, device, tracker, True, steps=steps)
-        m = fast.metrics
+        eager = run_plugin(name, lab_data, device, tracker, False, steps=steps).metrics()
+        m = run_plugin(name, lab_data, device, tracker, True, steps=steps).metrics()
         report.add(
             case=f"seed protocol: {name}, {steps} steps",
             plain_train_s=r.train_time_s,
             plain_test_accuracy=r.test_accuracy,
-            mlp_lab_train_s=eager.metrics["train_time_s"],
-            mlp_lab_test_accuracy=eager.metrics["test_accuracy"],
+            mlp_lab_train_s=eager["train_time_s"],
+            mlp_lab_test_accuracy=eager["test_accuracy"],
             compiled_train_s=m["train_time_s"],
             compiled_compile_s=m.get("compile_time_s", 0.0),
             compiled_test_accuracy=m["test_accuracy"],
             goal="compiled_train_s <= 1.0 and |accuracy - eager| <= 0.01",
-            passed=m["train_time_s"] <= 1.0 and abs(m["test_accuracy"] - eager.metrics["test_accuracy"]) <= 0.01,
+            passed=m["train_time_s"] <= 1.0 and abs(m["test_accuracy"] - eager["test_accuracy"]) <= 0.01,
         )
 
 
-def full_mnist(report: Report, folder: Path, plugins: list[str] | None, device: Any, tracker: Any) -> None:
+def full_mnist(report: Report, folder: Path, plugins: list[str] | None, every: int, device: Any, tracker: Any) -> None:
     from benchmarks import plain, ref_full_mnist
     from mlp_lab import data as mlp_data
     from mlp_lab.registry import get_registry
@@ -116,20 +132,20 @@ def full_mnist(report: Report, folder: Path, plugins: list[str] | None, device: 
     best = math.inf
     for name in plugins or get_registry().names():
         try:
-            outcome = run_plugin(name, lab_data, device, tracker, True)
+            summary = run_plugin(name, lab_data, device, tracker, True, eval_every=every)
         except Exception as exc:  # noqa: BLE001 - one plugin's failure is a row, not the end
             report.add(case=f"full MNIST: {name} --compile", error=f"{type(exc).__name__}: {exc}")
             continue
-        reached = time_to(outcome, 0.98)
+        reached = time_to(summary, 0.98)
         best = min(best, reached) if not math.isnan(reached) else best
-        m = outcome.metrics
+        m = summary.metrics()
         report.add(
             case=f"full MNIST: {name} --compile",
             time_to_0_98_s=reached,
             train_time_s=m["train_time_s"],
             compile_time_s=m.get("compile_time_s", 0.0),
             test_accuracy=m["test_accuracy"],
-            steps=outcome.spec.hp.steps,
+            steps=summary.steps,
         )
     report.add(case="full MNIST: fastest plugin to 0.98", seconds=best, goal="<= 0.5", passed=best <= 0.5)
 
@@ -142,7 +158,6 @@ def main(argv: list[str] | None = None) -> int:
         print("benchmarks.gpu: no CUDA device here; nothing measured", file=sys.stderr)
         return 2
     from mlp_lab.devices import cpu_name, host_memory_gb
-    from mlp_lab.tracking import Tracker
 
     device = torch.device(args.device)
     props = torch.cuda.get_device_properties(device) if device.type == "cuda" else None
@@ -155,18 +170,23 @@ def main(argv: list[str] | None = None) -> int:
             "cuda": torch.version.cuda,
             "date": time.strftime("%Y-%m-%d %H:%M"),
             "command": "python -m benchmarks.gpu " + " ".join(sys.argv[1:] if argv is None else argv),
+            "tracking": importlib.util.find_spec("mlflow") is not None,
         },
     )
-    tracker = Tracker(f"sqlite:///{Path(tempfile.mkdtemp()) / 'mlflow.db'}", "gpu-bench")
-    plugins = args.plugins.split(",") if args.plugins else None
+    tracker = None  # without MLflow (the GPU image has none), the same loop untracked
+    if importlib.util.find_spec("mlflow") is not None:
+        from mlp_lab.tracking import Tracker
+
+        tracker = Tracker(f"sqlite:///{Path(tempfile.mkdtemp()) / 'mlflow.db'}", "gpu-bench")
     if not args.skip_seed:
-        seed_protocol(report, args.steps, plugins, device, tracker)
+        seed_protocol(report, args.steps, args.plugins.split(",") if args.plugins else None, device, tracker)
     if not args.skip_full:
         folder = full_data_dir(args.data_dir)
         if folder is None:
             report.add(case="full MNIST", error="no MNIST files found: pass --data-dir")
         else:
-            full_mnist(report, folder, plugins, device, tracker)
+            plugins = args.full_plugins.split(",") if args.full_plugins else None
+            full_mnist(report, folder, plugins, args.full_eval_every, device, tracker)
     return 0
 
 

@@ -6,6 +6,7 @@ The speed goals themselves live in ``python -m benchmarks``, never in timed test
 from __future__ import annotations
 
 import json
+import math
 import random
 import subprocess
 import sys
@@ -106,3 +107,47 @@ def test_gpu_script_without_cuda_says_so(tmp_path):
         [sys.executable, "-m", "benchmarks.gpu", "--json", str(tmp_path / "g.json")], cwd=REPO, capture_output=True, text=True
     )
     assert out.returncode == 2 and "no CUDA device here" in out.stderr
+
+
+def test_full_mnist_reference_reports_time_to_target():
+    """The GPU baseline's recipe, on the small set (one batch of 512 per epoch) so that it runs here."""
+    from benchmarks import ref_full_mnist
+
+    r = ref_full_mnist.train(plain.load(), epochs=3, eval_every=1, target=0.0)
+    assert r["steps"] == 3 and 0 < r["test_accuracy"] <= 1
+    assert r["time_to_target_s"] <= r["train_time_s"]  # reached at the first evaluation
+    assert r["time_to_target_s"] == r["time_to_target_s"]  # not NaN
+
+
+@pytest.mark.slow
+def test_gpu_script_logic_on_the_cpu(tmp_path):
+    """``benchmarks.gpu`` itself (reference, eager and compiled runs, the JSON), on the CPU with few steps."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu", "--device", "cpu", "--steps", "20", "--plugins", "scratch", "--skip-full"]
+        + ["--json", str(tmp_path / "g.json")],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    (row,) = json.loads((tmp_path / "g.json").read_text())["rows"]
+    assert row["case"] == "seed protocol: scratch, 20 steps"
+    assert row["plain_train_s"] > 0 and row["mlp_lab_train_s"] > 0 and row["compiled_train_s"] > 0
+    assert row["compiled_compile_s"] > 0
+    assert row["compiled_test_accuracy"] == pytest.approx(row["mlp_lab_test_accuracy"], abs=0.02)
+
+
+def test_gpu_script_trains_untracked_where_mlflow_is_missing():
+    """Where MLflow is absent (the GPU image), the same seeding and loop run without tracking: same numbers."""
+    from benchmarks import gpu
+
+    d = data.load("tiny")
+    summary = gpu.run_plugin("scratch", d, torch.device("cpu"), None, False, steps=20)
+    impl = get_registry().get("scratch")
+    hp = impl.hyperparams({"steps": 20})
+    random.seed(1337)
+    torch.manual_seed(1337)
+    again = training.train(impl.model_class()(hp), d, hp, 1337, lambda v, f: None, lambda e: None)
+    assert summary.losses == again.losses and summary.steps == 20
+    assert gpu.time_to(summary, 0.0) == 0.0 and math.isnan(gpu.time_to(summary, 1.1))
