@@ -86,7 +86,7 @@ def print_listing(listing: dict[str, Any]) -> None:
                 options.add_row(f"-p {o['name']}={o['default']}", _kind(o), o["help"])
             rows.add_row("options", options)
         console.print(head)
-        console.print(Padding(Group(Text(impl["description"]), rows), (0, 0, 1, 2), expand=False))
+        console.print(Padding(Group(Text(impl["description"]), rows), (0, 0, 1, 2)))
     if not listing["implementations"]:
         console.print("No implementations found (is MLP_LAB_LOAD_PLUGINS set?).\n")
     for title, style, problems in (
