@@ -72,6 +72,9 @@ def run_command(
         if hp.batch_size is not None and hp.batch_size > n_train:
             raise UsageError(f"{name}: batch_size {hp.batch_size} is larger than the training set ({n_train})")
     classes = {impl.name: model_class_or_failure(impl) for impl in impls}
+    from mlp_lab.tracking import metrics_interval
+
+    metrics_interval()  # a bad MLP_LAB_METRICS_INTERVAL is a usage error before anything runs
 
     from mlp_lab import data as data_module
     from mlp_lab.runs import RunSpec, execute, resolve_device

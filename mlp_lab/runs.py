@@ -99,6 +99,7 @@ def execute(
         metrics = summary.metrics()
         logged = summary.final.metrics()  # the final evaluation's, already logged at this step
         run.log_metrics({k: v for k, v in metrics.items() if k not in logged}, summary.steps)
+        run.push()  # the metrics gathered during training are written beside the figure and model logging
         run.ready()  # MLflow, imported in the background, is ready: the figure and model may import it here
         run.log_figure(figures.loss_curve(summary, f"{spec.impl.name} (seed {spec.seed}) on {data.name}"), "loss_curve.png")
         model_uri = log_model(run, spec, model, data)

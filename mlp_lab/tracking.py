@@ -4,6 +4,12 @@ Default store: ``sqlite:///mlruns/mlflow.db`` with artifacts under ``mlruns/arti
 first use). ``--tracking-uri`` or ``MLFLOW_TRACKING_URI`` override it; a tracking server URL works
 the same. Per-step metrics go through a background writer in batches, so a training step never
 waits for the store.
+
+Writing a metric costs MLflow about 0.1 ms of CPU, as much as a step of the seed's network on two
+cores: written as they come, 10,000 losses slow such a run by a tenth. So metrics gather in
+memory and are written every ``MLP_LAB_METRICS_INTERVAL`` seconds (default 30; TensorBoard's
+writer waits 120), and all at once when training ends, beside the model and figure logging; a
+failed or interrupted run writes what it has before it closes.
 """
 
 from __future__ import annotations
@@ -24,7 +30,17 @@ if TYPE_CHECKING:
 
 DEFAULT_DIR = Path("mlruns")
 BATCH = 1000  # MLflow accepts at most 1000 metrics in one log_batch call
-LINGER = 5.0  # seconds queued metrics may wait to join a larger batch
+INTERVAL = 30.0  # default seconds queued metrics wait before they are written (MLP_LAB_METRICS_INTERVAL)
+HOLD = 100_000  # metrics held at most before they are written anyway
+
+
+def metrics_interval() -> float:
+    """Seconds between metric writes during training: ``MLP_LAB_METRICS_INTERVAL``, else 30."""
+    value = os.environ.get("MLP_LAB_METRICS_INTERVAL", "")
+    try:
+        return max(0.0, float(value)) if value.strip() else INTERVAL
+    except ValueError:
+        raise UsageError(f"MLP_LAB_METRICS_INTERVAL must be a number of seconds, not {value!r}") from None
 
 
 def resolve_uri(uri: str | None) -> str:
@@ -142,9 +158,10 @@ class RunLog:
     """One run. A background thread creates it, then writes what is queued, in order.
 
     Metrics (``log_series``, ``log_metrics``) and datasets are queued and return at once; metrics
-    are written in batches of up to 1000, gathered for up to ``LINGER`` seconds, so a training step
-    never waits for the store. Figures, texts, models, tags and ``end`` are written by the caller
-    once the run exists. Call :meth:`ready` before importing MLflow or matplotlib in the caller.
+    are gathered for ``metrics_interval()`` seconds (or until :meth:`push` or :meth:`flush`) and
+    written in batches of up to 1000, so a training step never waits for the store. Figures, texts,
+    models, tags and ``end`` are written by the caller once the run exists. Call :meth:`ready`
+    before importing MLflow or matplotlib in the caller.
     """
 
     def __init__(self, tracker: Tracker, name: str, params: dict[str, Any], tags: dict[str, str]) -> None:
@@ -155,6 +172,7 @@ class RunLog:
         self._queue: queue.Queue = queue.Queue()
         self._error: BaseException | None = None
         self._ended = False
+        self._interval = metrics_interval()
         self._thread = threading.Thread(target=self._work, args=(name, params, tags), name=f"mlflow-run-{name}", daemon=True)
         self._thread.start()
 
@@ -189,6 +207,11 @@ class RunLog:
         now = int(time.time() * 1000)
         self._queue.put([(k, float(v), step, now) for k, v in metrics.items()])
 
+    def push(self) -> None:
+        """Start writing what is queued now, without waiting for it (training is over: the CPU is free)."""
+        if not self._ended:
+            self._queue.put(_FLUSH)
+
     def flush(self) -> None:
         """Wait until everything queued is in the store."""
         if not self._ended:
@@ -211,9 +234,9 @@ class RunLog:
             self._created.set()
         while True:
             items = [self._queue.get()]
-            if isinstance(items[0], list):  # gather more metrics, to write fewer and larger batches
-                deadline, count = time.monotonic() + LINGER, len(items[0])
-                while count < BATCH:
+            if isinstance(items[0], list):  # gather more metrics, to write them later and in larger batches
+                deadline, count = time.monotonic() + self._interval, len(items[0])
+                while count < HOLD:
                     try:
                         items.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                     except queue.Empty:

@@ -57,3 +57,10 @@ def test_help_and_version_everywhere(run_cli):
         assert result.exit_code == 0 and "Usage:" in result.stdout
     version = run_cli("--version")
     assert version.exit_code == 0 and version.stdout.startswith("mlp-lab, version ")
+
+
+def test_bad_metrics_interval_is_one_line_exit_2_and_no_run(run_cli, store):
+    result = run_cli("run", "--plugin", "scratch", env={"MLP_LAB_METRICS_INTERVAL": "soon"})
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "Error: MLP_LAB_METRICS_INTERVAL must be a number of seconds, not 'soon'"
+    assert runs_in(store) == []

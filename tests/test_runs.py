@@ -176,7 +176,7 @@ def test_ctrl_c_ends_the_run_killed_with_its_metrics(store, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlp_lab", "run", "--plugin", "scratch", "--steps", "1000000", "--eval-every", "50"],
         cwd=tmp_path,
-        env=subprocess_env(),
+        env=subprocess_env(MLP_LAB_METRICS_INTERVAL="0.5"),  # losses written while it trains
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

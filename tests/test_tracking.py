@@ -1,0 +1,61 @@
+"""The metrics writer: metrics gather in memory during training and reach the store on time, all of them."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from mlflow import MlflowClient
+
+from mlp_lab.errors import UsageError
+from mlp_lab.tracking import Tracker, metrics_interval
+
+
+def history(tracker: Tracker, run_id: str) -> list[int]:
+    return sorted(m.step for m in MlflowClient(tracker.uri).get_metric_history(run_id, "train_loss"))
+
+
+def wait_for(condition, seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_metrics_wait_for_the_interval_then_flush_writes_them_all(store, monkeypatch):
+    monkeypatch.setenv("MLP_LAB_METRICS_INTERVAL", "60")
+    tracker = Tracker(None, "writer")
+    run = tracker.start_run("held", {"a": 1}).ready()
+    for first in range(0, 3000, 100):
+        run.log_series("train_loss", [float(first + i) for i in range(100)], first)
+    time.sleep(1.0)
+    assert history(tracker, run.run_id) == []  # held in memory: training is not slowed by the store
+    run.push()
+    assert wait_for(lambda: len(history(tracker, run.run_id)) == 3000)
+    run.log_series("train_loss", [1.0, 2.0], 3000)
+    run.end()
+    assert history(tracker, run.run_id) == list(range(3002))
+    assert MlflowClient(tracker.uri).get_run(run.run_id).info.status == "FINISHED"
+
+
+def test_a_short_interval_writes_while_training_goes_on(store, monkeypatch):
+    monkeypatch.setenv("MLP_LAB_METRICS_INTERVAL", "0.2")
+    tracker = Tracker(None, "writer")
+    run = tracker.start_run("live", {"a": 1}).ready()
+    run.log_series("train_loss", [0.5] * 10, 0)
+    assert wait_for(lambda: len(history(tracker, run.run_id)) == 10)
+    run.end()
+
+
+@pytest.mark.parametrize("value, expected", [("", 30.0), ("0", 0.0), ("2.5", 2.5), ("-1", 0.0)])
+def test_metrics_interval_setting(value, expected, monkeypatch):
+    monkeypatch.setenv("MLP_LAB_METRICS_INTERVAL", value)
+    assert metrics_interval() == expected
+
+
+def test_a_bad_metrics_interval_is_a_usage_error(monkeypatch):
+    monkeypatch.setenv("MLP_LAB_METRICS_INTERVAL", "soon")
+    with pytest.raises(UsageError, match="MLP_LAB_METRICS_INTERVAL must be a number"):
+        metrics_interval()
