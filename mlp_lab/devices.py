@@ -73,9 +73,11 @@ def check_compile(device: torch.device) -> None:
 
 
 def compiled_train_step(model: Model, device: torch.device, static: tuple[Any, ...] = ()) -> Callable[[Batch, int], Any]:
-    """``model.train_step`` through ``torch.compile``; on CUDA with CUDA graphs ("reduce-overhead").
+    """The compiled training step: replayed from CUDA graphs, or ``model.train_step`` through ``torch.compile``.
 
-    On CUDA the parameters, and the ``static`` tensors (the full-batch training data), are marked as
+    On CUDA, a model that defines ``step_key`` has its step recorded as CUDA graphs and replayed
+    (:mod:`mlp_lab.cuda_graphs`). Otherwise ``torch.compile``, on CUDA with CUDA graphs
+    ("reduce-overhead"): the parameters, and the ``static`` tensors (the full-batch training data), are marked as
     static addresses: updating parameters in place stays inside the recorded graphs, and the data is
     not copied into them at every step. The step number is a Python int: a branch on it (a
     learning-rate decay) compiles once per branch taken.
@@ -83,6 +85,10 @@ def compiled_train_step(model: Model, device: torch.device, static: tuple[Any, .
     import torch
 
     check_compile(device)
+    if device.type == "cuda" and type(model).replays_steps():
+        from mlp_lab.cuda_graphs import GraphedStep
+
+        return GraphedStep(model, device)
     if device.type != "cuda":
         return torch.compile(model.train_step)
     for tensor in (*model.parameters().values(), *static):
@@ -97,7 +103,8 @@ def compiled_train_step(model: Model, device: torch.device, static: tuple[Any, .
 
 
 def compile_seconds() -> float:
-    """Seconds this process has spent in ``torch.compile`` so far (0 when torch does not say)."""
+    """Seconds this process has spent in ``torch.compile`` and recording CUDA graphs so far (0 when torch does not say)."""
     dynamo = sys.modules.get("torch._dynamo.utils")
     metrics = getattr(dynamo, "compilation_time_metrics", None) or {}
-    return float(sum(metrics.get("_compile.compile_inner", ())))
+    graphs = sys.modules.get("mlp_lab.cuda_graphs")
+    return float(sum(metrics.get("_compile.compile_inner", ()))) + getattr(graphs, "capture_seconds", 0.0)

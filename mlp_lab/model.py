@@ -7,6 +7,7 @@ it on the CPU right after seeding torch, then moves it with :meth:`Model.to`.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -65,6 +66,17 @@ class Model:
         """
         raise NotImplementedError
 
+    def step_key(self, step: int) -> Hashable:
+        """For ``--compile`` on CUDA: what the device work of ``train_step(batch, step)`` depends on besides tensor values.
+
+        Return a value that is equal for two steps exactly when they launch the same work (the same
+        shapes and the same Python numbers, such as a learning rate that decays at some step), and
+        keep whatever changes from step to step in tensors. The core then records the step once per
+        key as a CUDA graph and replays it (one launch per step); without this method ``--compile``
+        uses ``torch.compile``.
+        """
+        raise NotImplementedError
+
     # -- provided --------------------------------------------------------------------------
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Model:
         """Move every tensor and module held in an attribute, keeping tensor identities."""
@@ -96,6 +108,11 @@ class Model:
             if isinstance(value, torch.nn.Module):
                 value.train(mode)
         return self
+
+    @classmethod
+    def replays_steps(cls) -> bool:
+        """Whether this implementation defines :meth:`step_key` (its steps can be replayed from CUDA graphs)."""
+        return cls.step_key is not Model.step_key
 
     @classmethod
     def has_hand_written_gradients(cls) -> bool:

@@ -28,6 +28,9 @@ class Autograd(Model):
         y = self.hp.target_scale * batch.onehot
         return nn.functional.mse_loss(self.predict(batch.x), y) * y.nelement()
 
+    def step_key(self, step):
+        return None  # every step launches the same work
+
     def train_step(self, batch, step):
         lsi = self.loss(batch)
         for p in self.p.values():

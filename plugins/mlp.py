@@ -70,6 +70,11 @@ class MLP(Model):
             return F.mse_loss(out, self.hp.target_scale * batch.onehot)
         return F.cross_entropy(out, batch.y, label_smoothing=self.hp.label_smoothing)
 
+    def step_key(self, step):
+        # The learning rate is a Python number: constant, one key; a cosine schedule changes it every
+        # step, more keys than the core records (it then trains eagerly).
+        return lr_factor(step, self.hp.steps, self.hp.schedule, self.hp.warmup)
+
     def train_step(self, batch, step):
         if self.hp.augment:
             batch = type(batch)(distort(batch.x, self.hp), batch.y, batch.onehot)

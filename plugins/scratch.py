@@ -79,6 +79,9 @@ class Scratch(Model):
         a = forward(self.p, batch.x)
         return loss(a["h2"], y), a, backward(self.p, batch.x, y, a)
 
+    def step_key(self, step):
+        return step < self.hp.decay_at  # the only Python number that changes: the learning rate decays once
+
     def train_step(self, batch, step):
         lsi, _, grads = self.forward_backward(batch)
         lr = self.hp.lr if step < self.hp.decay_at else self.hp.lr * self.hp.decay

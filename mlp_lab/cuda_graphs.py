@@ -1,0 +1,113 @@
+"""The training step replayed from CUDA graphs: ``--compile`` on CUDA for models that define ``step_key``.
+
+A small network's step is a few dozen tiny kernels; launched one by one from Python, the GPU waits
+for the launches. Recorded once as a CUDA graph, a step is one launch. The model says, through
+:meth:`~mlp_lab.model.Model.step_key`, which steps do the same device work: one graph is recorded
+per key (a learning-rate decay at step 5000 makes two) and replayed for every step with that key.
+
+The first ``WARMUP`` steps run eagerly (they create optimiser state and pick kernels); optimisers
+found on the model are switched to ``capturable`` first, so their step counters live on the device.
+A batch that is not the recorded one is copied into the recorded tensors before each replay. When a
+step cannot be recorded (it synchronises with the host, say), or a model makes more than
+``MAX_GRAPHS`` keys, the rest of the run trains eagerly and says so once on stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from mlp_lab.data import Batch
+    from mlp_lab.model import Model
+
+WARMUP = 3
+MAX_GRAPHS = 8
+capture_seconds = 0.0  # time this process spent recording graphs (reported with compile time)
+
+
+def make_capturable(model: Model) -> None:
+    """Switch every optimiser held in an attribute of ``model`` to ``capturable`` (state on the device)."""
+    import torch
+
+    for value in vars(model).values():
+        if isinstance(value, torch.optim.Optimizer):
+            for group in value.param_groups:
+                if "capturable" in group:
+                    group["capturable"] = True
+
+
+class GraphedStep:
+    """``model.train_step`` recorded as one CUDA graph per :meth:`~mlp_lab.model.Model.step_key` and replayed."""
+
+    def __init__(self, model: Model, device: torch.device) -> None:
+        import torch
+
+        self.model, self.device, self.torch = model, device, torch
+        self.graphs: dict[Hashable, tuple[Any, Any]] = {}  # key -> (graph, its output)
+        self.inputs: Batch | None = None  # the batch tensors the graphs read
+        self.eager_steps = 0
+        self.given_up = False
+        make_capturable(model)
+
+    def __call__(self, batch: Batch, step: int) -> torch.Tensor:
+        if self.given_up:
+            return self.model.train_step(batch, step)
+        if self.eager_steps < WARMUP:
+            self.eager_steps += 1
+            return self._warm_up(batch, step)
+        key = self.model.step_key(step)
+        if key not in self.graphs:
+            if len(self.graphs) >= MAX_GRAPHS:
+                return self._give_up(f"more than {MAX_GRAPHS} different step keys", batch, step)
+            try:
+                self._record(key, batch, step)
+            except Exception as exc:  # noqa: BLE001 - the step cannot be recorded: train eagerly
+                return self._give_up(f"{type(exc).__name__}: {exc}", batch, step)
+        if not self._feed(batch):
+            return self._give_up("a batch of another shape", batch, step)
+        graph, output = self.graphs[key]
+        graph.replay()
+        return output
+
+    def _warm_up(self, batch: Batch, step: int) -> torch.Tensor:
+        torch = self.torch
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            out = self.model.train_step(batch, step)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        return out
+
+    def _feed(self, batch: Batch) -> bool:
+        """Put ``batch`` where the graphs read it (nothing to do for the recorded batch itself); False if it cannot go there."""
+        recorded = self.inputs
+        assert recorded is not None
+        for mine, given in ((recorded.x, batch.x), (recorded.y, batch.y), (recorded.onehot, batch.onehot)):
+            if mine.data_ptr() != given.data_ptr():
+                if mine.shape != given.shape:
+                    return False
+                mine.copy_(given)
+        return True
+
+    def _record(self, key: Hashable, batch: Batch, step: int) -> None:
+        global capture_seconds
+        torch = self.torch
+        if self.inputs is None:
+            self.inputs = batch  # the full training set stays put; later mini-batches are copied into these tensors
+        started = time.perf_counter()
+        torch.cuda.synchronize(self.device)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):  # records on a side stream; nothing runs yet
+            output = self.model.train_step(self.inputs, step)
+        self.graphs[key] = (graph, output)
+        capture_seconds += time.perf_counter() - started
+
+    def _give_up(self, why: str, batch: Batch, step: int) -> torch.Tensor:
+        self.given_up = True
+        print(f"mlp-lab: --compile: cannot replay this model's step from a CUDA graph ({why}); training eagerly", file=sys.stderr)
+        return self.model.train_step(batch, step)
