@@ -1,15 +1,18 @@
 """The training step replayed from CUDA graphs: ``--compile`` on CUDA for models that define ``step_key``.
 
 A small network's step is a few dozen tiny kernels; launched one by one from Python, the GPU waits
-for the launches. Recorded once as a CUDA graph, a step is one launch. The model says, through
-:meth:`~mlp_lab.model.Model.step_key`, which steps do the same device work: one graph is recorded
-per key (a learning-rate decay at step 5000 makes two) and replayed for every step with that key.
+for the launches. So the step goes through ``torch.compile`` (inductor fuses its element-wise
+work into fewer kernels) and is then recorded as a CUDA graph: one launch per step. The model
+says, through :meth:`~mlp_lab.model.Model.step_key`, which steps do the same device work: one
+graph is recorded per key (a learning-rate decay at step 5000 makes two) and replayed for every
+step with that key.
 
-The first ``WARMUP`` steps run eagerly (they create optimiser state and pick kernels); optimisers
-found on the model are switched to ``capturable`` first, so their step counters live on the device.
-A batch that is not the recorded one is copied into the recorded tensors before each replay. When a
-step cannot be recorded (it synchronises with the host, say), or a model makes more than
-``MAX_GRAPHS`` keys, the rest of the run trains eagerly and says so once on stderr.
+Steps run unrecorded first: the first ``WARMUP`` steps (they compile, create optimiser state and
+pick kernels) and the first step of each new key (it compiles that key's branch). Optimisers
+found on the model are switched to ``capturable`` first, so their step counters live on the
+device. A batch that is not the recorded one is copied into the recorded tensors before each
+replay. When a step cannot be recorded (it synchronises with the host, say), or a model makes
+more than ``MAX_KEYS`` keys, the rest of the run trains eagerly and says so once on stderr.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ if TYPE_CHECKING:
     from mlp_lab.model import Model
 
 WARMUP = 3
-MAX_GRAPHS = 8
+MAX_KEYS = 4
 capture_seconds = 0.0  # time this process spent recording graphs (reported with compile time)
 
 
@@ -42,30 +45,33 @@ def make_capturable(model: Model) -> None:
 
 
 class GraphedStep:
-    """``model.train_step`` recorded as one CUDA graph per :meth:`~mlp_lab.model.Model.step_key` and replayed."""
+    """``model.train_step``, compiled, recorded as one CUDA graph per :meth:`~mlp_lab.model.Model.step_key` and replayed."""
 
-    def __init__(self, model: Model, device: torch.device) -> None:
+    def __init__(self, model: Model, device: torch.device, fuse: bool = True) -> None:
         import torch
 
         self.model, self.device, self.torch = model, device, torch
+        self.step_fn = torch.compile(model.train_step) if fuse else model.train_step
         self.graphs: dict[Hashable, tuple[Any, Any]] = {}  # key -> (graph, its output)
+        self.warmed: set[Hashable] = set()  # keys whose step has run unrecorded
         self.inputs: Batch | None = None  # the batch tensors the graphs read
-        self.eager_steps = 0
+        self.warm_steps = 0
         self.given_up = False
         make_capturable(model)
 
     def __call__(self, batch: Batch, step: int) -> torch.Tensor:
         if self.given_up:
             return self.model.train_step(batch, step)
-        if self.eager_steps < WARMUP:
-            self.eager_steps += 1
-            return self._warm_up(batch, step)
         key = self.model.step_key(step)
+        if self.warm_steps < WARMUP or key not in self.warmed:
+            if key not in self.warmed and len(self.warmed) >= MAX_KEYS:
+                return self._give_up(f"more than {MAX_KEYS} different step keys", batch, step)
+            self.warm_steps += 1
+            self.warmed.add(key)
+            return self._warm_up(batch, step)
         if key not in self.graphs:
-            if len(self.graphs) >= MAX_GRAPHS:
-                return self._give_up(f"more than {MAX_GRAPHS} different step keys", batch, step)
             try:
-                self._record(key, batch, step)
+                self._record(key, step)
             except Exception as exc:  # noqa: BLE001 - the step cannot be recorded: train eagerly
                 return self._give_up(f"{type(exc).__name__}: {exc}", batch, step)
         if not self._feed(batch):
@@ -76,10 +82,12 @@ class GraphedStep:
 
     def _warm_up(self, batch: Batch, step: int) -> torch.Tensor:
         torch = self.torch
+        if self.inputs is None:
+            self.inputs = batch  # the full training set stays put; later mini-batches are copied into these tensors
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
-            out = self.model.train_step(batch, step)
+            out = self.step_fn(batch, step)
         torch.cuda.current_stream(self.device).wait_stream(side)
         return out
 
@@ -94,16 +102,14 @@ class GraphedStep:
                 mine.copy_(given)
         return True
 
-    def _record(self, key: Hashable, batch: Batch, step: int) -> None:
+    def _record(self, key: Hashable, step: int) -> None:
         global capture_seconds
         torch = self.torch
-        if self.inputs is None:
-            self.inputs = batch  # the full training set stays put; later mini-batches are copied into these tensors
         started = time.perf_counter()
         torch.cuda.synchronize(self.device)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):  # records on a side stream; nothing runs yet
-            output = self.model.train_step(self.inputs, step)
+            output = self.step_fn(self.inputs, step)
         self.graphs[key] = (graph, output)
         capture_seconds += time.perf_counter() - started
 
