@@ -113,3 +113,16 @@ def test_a_step_that_cannot_be_recorded_trains_eagerly(capsys):
         step(d.train, i)
     assert step.given_up
     assert "cannot replay this model's step from a CUDA graph" in capsys.readouterr().err
+
+
+@CUDA
+def test_a_learning_rate_that_changes_every_step_trains_eagerly(capsys):
+    from mlp_lab.cuda_graphs import MAX_KEYS, GraphedStep
+
+    model, hp = build("best", {"steps": 30, "hidden": 64}, "cuda")  # cosine schedule: a new learning rate every step
+    d = data.load("tiny").to("cuda")
+    step = GraphedStep(model, torch.device("cuda"), fuse=False)
+    stream = training.batches(d.train, hp.batch_size, torch.Generator(device="cuda").manual_seed(0))
+    losses = [step(next(stream), i) for i in range(30)]
+    assert step.given_up and not step.graphs and len(losses) == 30
+    assert f"more than {MAX_KEYS} different step keys" in capsys.readouterr().err
