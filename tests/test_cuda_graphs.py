@@ -121,7 +121,7 @@ def test_a_learning_rate_that_changes_every_step_trains_eagerly(capsys):
 
     model, hp = build("best", {"steps": 30, "hidden": 64}, "cuda")  # cosine schedule: a new learning rate every step
     d = data.load("tiny").to("cuda")
-    step = GraphedStep(model, torch.device("cuda"), fuse=False)
+    step = GraphedStep(model, torch.device("cuda"))
     stream = training.batches(d.train, hp.batch_size, torch.Generator(device="cuda").manual_seed(0))
     losses = [step(next(stream), i) for i in range(30)]
     assert step.given_up and not step.graphs and len(losses) == 30
