@@ -11,14 +11,16 @@ Steps run unrecorded first: the first ``WARMUP`` steps (they create optimiser st
 kernels) and the first step of each new key. Optimisers
 found on the model are switched to ``capturable`` first, so their step counters live on the
 device. A batch that is not the recorded one is copied into the recorded tensors before each
-replay. When a step cannot be recorded (it synchronises with the host, say), or a model makes
-more than ``MAX_KEYS`` keys, the rest of the run trains eagerly and says so once on stderr.
+replay. When a step cannot be recorded (the unrecorded steps run with CUDA's synchronisation
+check on: a step that waits for the host, with ``.item()`` say, is never recorded), or a model
+makes more than ``MAX_KEYS`` keys, the rest of the run trains eagerly and says so once on stderr.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +70,10 @@ class GraphedStep:
                 return self._give_up(f"more than {MAX_KEYS} different step keys", batch, step)
             self.warm_steps += 1
             self.warmed.add(key)
-            return self._warm_up(batch, step)
+            out, synced = self._warm_up(batch, step)
+            if synced:  # recording it would fail part-way, and leave the random number generator mid-recording
+                self._stop("it synchronises with the host, e.g. .item() or .cpu()")
+            return out
         if key not in self.graphs:
             try:
                 self._record(key, step)
@@ -80,16 +85,23 @@ class GraphedStep:
         graph.replay()
         return output
 
-    def _warm_up(self, batch: Batch, step: int) -> torch.Tensor:
+    def _warm_up(self, batch: Batch, step: int) -> tuple[torch.Tensor, bool]:
+        """One step unrecorded, on a side stream; and whether it synchronised with the host."""
         torch = self.torch
         if self.inputs is None:
             self.inputs = batch  # the full training set stays put; later mini-batches are copied into these tensors
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            out = self.step_fn(batch, step)
+        mode = torch.cuda.get_sync_debug_mode()
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught, torch.cuda.stream(side):
+                warnings.simplefilter("always")
+                out = self.step_fn(batch, step)
+        finally:
+            torch.cuda.set_sync_debug_mode(mode)
         torch.cuda.current_stream(self.device).wait_stream(side)
-        return out
+        return out, any("synchroniz" in str(w.message) for w in caught)
 
     def _feed(self, batch: Batch) -> bool:
         """Put ``batch`` where the graphs read it (nothing to do for the recorded batch itself); False if it cannot go there."""
@@ -113,7 +125,10 @@ class GraphedStep:
         self.graphs[key] = (graph, output)
         capture_seconds += time.perf_counter() - started
 
-    def _give_up(self, why: str, batch: Batch, step: int) -> torch.Tensor:
+    def _stop(self, why: str) -> None:
         self.given_up = True
         print(f"mlp-lab: --compile: cannot replay this model's step from a CUDA graph ({why}); training eagerly", file=sys.stderr)
+
+    def _give_up(self, why: str, batch: Batch, step: int) -> torch.Tensor:
+        self._stop(why)
         return self.model.train_step(batch, step)
