@@ -55,3 +55,30 @@ def test_autograd_plugins_are_checked_against_finite_differences(run_cli):
         assert "finite differences, float64" in result.stdout
         rows = table_rows(result.stdout)
         assert len(rows) == 4 and all(r[1] == "True" for r in rows.values())
+
+
+UNUSED = """
+import torch
+from mlp_lab import Option, hookimpl
+from mlp_lab_plugins.scratch import Scratch
+from mlp_lab_plugins.seed import TANH_MSE
+
+class ExtraActivation(Scratch):
+    def forward_backward(self, batch):
+        loss, activations, grads = super().forward_backward(batch)
+        activations["unused"] = activations["h1"].detach().clone().requires_grad_(True)  # the loss never sees it
+        grads["unused"] = torch.zeros_like(activations["unused"])
+        return loss, activations, grads
+
+@hookimpl
+def register_implementations(register):
+    options = (*TANH_MSE, Option("decay_at", int, 5000), Option("decay", float, 0.1))
+    register("extra-activation", "Scratch exposing an activation the loss does not use.", ExtraActivation, options=options)
+"""
+
+
+def test_an_activation_the_loss_does_not_use_has_gradient_zero(run_cli, plugin_dist):
+    plugin_dist("extra-plugin", "extra_mod", UNUSED)
+    result = run_cli("gradcheck", "--plugin", "extra-activation")
+    assert result.exit_code == 0, result.output
+    assert table_rows(result.stdout)["unused"][:2] == ["True", "True"]  # exact and approximate
