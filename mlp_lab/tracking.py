@@ -1,4 +1,4 @@
-"""MLflow tracking: where runs go, and everything a run logs. The only module that talks to MLflow.
+"""MLflow tracking: where runs go, and everything a run logs (reading runs back is compare's and predict's).
 
 Default store: ``sqlite:///mlruns/mlflow.db`` with artifacts under ``mlruns/artifacts`` (created on
 first use). ``--tracking-uri`` or ``MLFLOW_TRACKING_URI`` override it; a tracking server URL works
