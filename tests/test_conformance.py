@@ -76,7 +76,7 @@ class NineScores(Good):
 class Unseeded(Good):
     def __init__(self, hp):
         super().__init__(hp)
-        self.w += random.Random().random()  # a random source the core does not seed
+        self.b += torch.tensor(random.Random().random()) * torch.arange(10.0)  # a random source the core does not seed
 
 
 class Idle(Good):

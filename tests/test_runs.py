@@ -177,6 +177,8 @@ def test_ctrl_c_ends_the_run_killed_with_its_metrics(store, tmp_path):
         [sys.executable, "-m", "mlp_lab", "run", "--plugin", "scratch", "--steps", "1000000", "--eval-every", "50"],
         cwd=tmp_path,
         env=subprocess_env(MLP_LAB_METRICS_INTERVAL="0.5"),  # losses written while it trains
+        # as a terminal's Ctrl-C finds it, even when this test runs in a background job (where SIGINT is ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
