@@ -157,9 +157,9 @@ class Tracker:
 class RunLog:
     """One run. A background thread creates it, then writes what is queued, in order.
 
-    Metrics (``log_series``, ``log_metrics``) and datasets are queued and return at once; metrics
-    are gathered for ``metrics_interval()`` seconds (or until :meth:`push` or :meth:`flush`) and
-    written in batches of up to 1000, so a training step never waits for the store. Figures, texts,
+    Metrics (``log_series``, ``log_metrics``) and datasets are queued and return at once; they are
+    gathered for ``metrics_interval()`` seconds (or until :meth:`push` or :meth:`flush`) and
+    written in order, metrics in batches of up to 1000, so a training step never waits for the store. Figures, texts,
     models, tags and ``end`` are written by the caller once the run exists. Call :meth:`ready`
     before importing MLflow or matplotlib in the caller.
     """
@@ -234,16 +234,16 @@ class RunLog:
             self._created.set()
         while True:
             items = [self._queue.get()]
-            if isinstance(items[0], list):  # gather more metrics, to write them later and in larger batches
-                deadline, count = time.monotonic() + self._interval, len(items[0])
+            if items[0] is not _FLUSH and items[0] is not _STOP:  # gather more, to write later and in larger batches
+                deadline, count = time.monotonic() + self._interval, 0
                 while count < HOLD:
+                    count += len(items[-1]) if isinstance(items[-1], list) else 1
                     try:
                         items.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                     except queue.Empty:
                         break
-                    if not isinstance(items[-1], list):
+                    if items[-1] is _FLUSH or items[-1] is _STOP:
                         break
-                    count += len(items[-1])
             try:
                 if self._run_id is not None:
                     self._write(items)
