@@ -53,7 +53,6 @@ class GraphedStep:
         import torch
 
         self.model, self.device, self.torch = model, device, torch
-        self.step_fn = model.train_step
         self.graphs: dict[Hashable, tuple[Any, Any]] = {}  # key -> (graph, its output)
         self.warmed: set[Hashable] = set()  # keys whose step has run unrecorded
         self.inputs: Batch | None = None  # the batch tensors the graphs read
@@ -97,7 +96,7 @@ class GraphedStep:
         try:
             with warnings.catch_warnings(record=True) as caught, torch.cuda.stream(side):
                 warnings.simplefilter("always")
-                out = self.step_fn(batch, step)
+                out = self.model.train_step(batch, step)
         finally:
             torch.cuda.set_sync_debug_mode(mode)
         torch.cuda.current_stream(self.device).wait_stream(side)
@@ -121,7 +120,7 @@ class GraphedStep:
         torch.cuda.synchronize(self.device)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):  # records on a side stream; nothing runs yet
-            output = self.step_fn(self.inputs, step)
+            output = self.model.train_step(self.inputs, step)
         self.graphs[key] = (graph, output)
         capture_seconds += time.perf_counter() - started
 
