@@ -68,17 +68,8 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """Made once for the module; MLflow's process-wide settings (which running sets) are put back after it."""
-    import mlflow
-
-    before = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
-    yield Lab(tmp_path_factory.mktemp("compare"))
-    mlflow.set_tracking_uri(before["MLFLOW_TRACKING_URI"])
-    for key, value in before.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    """Made once for the module (conftest puts MLflow's process-wide settings back around every test)."""
+    return Lab(tmp_path_factory.mktemp("compare"))
 
 
 def test_group_run_prints_the_comparison_and_logs_it_on_the_parent(lab):
