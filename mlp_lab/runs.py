@@ -102,7 +102,7 @@ def execute(
         run.push()  # the metrics gathered during training are written beside the figure and model logging
         run.ready()  # MLflow, imported in the background, is ready: the figure and model may import it here
         run.log_figure(figures.loss_curve(summary, f"{spec.impl.name} (seed {spec.seed}) on {data.name}"), "loss_curve.png")
-        model_uri = log_model(run, spec, model, data)
+        model_uri = log_model(run, spec, model, data, summary.steps)
         progress.close()
         run.end("FINISHED")
         return Outcome(spec, run.run_id, "FINISHED", metrics=metrics, model_uri=model_uri, summary=summary)
@@ -158,12 +158,13 @@ def log_datasets(run: RunLog, data: Dataset) -> None:
         )
 
 
-def log_model(run: RunLog, spec: RunSpec, model: Any, data: Dataset) -> str:
+def log_model(run: RunLog, spec: RunSpec, model: Any, data: Dataset, step: int) -> str:
     from mlp_lab import pyfunc_model
 
     classifier = pyfunc_model.DigitClassifier(model, data.mean, data.std)
     example = data.raw_test[:5].numpy().astype("float32")
-    return run.log_model(classifier, example, pyfunc_model.requirements(spec.impl.distribution, spec.impl.version))
+    requirements = pyfunc_model.requirements(spec.impl.distribution, spec.impl.version)
+    return run.log_model(classifier, example, requirements, step)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -331,8 +331,13 @@ class RunLog:
     def log_text(self, text: str, path: str) -> None:
         self.client.log_text(self.run_id, text, path)
 
-    def log_model(self, python_model: Any, input_example: Any, pip_requirements: list[str]) -> str:
-        """Log a pyfunc model under ``model``; returns its URI."""
+    def log_model(self, python_model: Any, input_example: Any, pip_requirements: list[str], step: int) -> str:
+        """Log a pyfunc model under ``model``, carrying the run's metrics at ``step``; returns its URI.
+
+        MLflow copies the run's metrics at ``step`` onto the logged model (what its Models view
+        shows), so everything queued is written first.
+        """
+        self.flush()
         run_id = self.run_id
         import mlflow
         import mlflow.pyfunc
@@ -349,6 +354,7 @@ class RunLog:
             signature=signature,
             input_example=input_example,
             pip_requirements=pip_requirements,
+            step=step,
         )
         return info.model_uri
 

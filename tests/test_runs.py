@@ -134,6 +134,17 @@ def test_run_logs_loss_curve_and_a_model_predicting_raw_pixels(finished):
     assert accuracy == pytest.approx(run.data.metrics["test_accuracy"])
 
 
+def test_the_logged_model_carries_the_final_metrics(finished):
+    """MLflow's Models view shows the metrics at the step the model was logged: the last one."""
+    store, run, _ = finished
+    (logged,) = client(store).search_logged_models(experiment_ids=[run.info.experiment_id])
+    assert logged.source_run_id == run.info.run_id
+    metrics = {m.key: m for m in logged.metrics}
+    assert {m.step for m in metrics.values()} == {200}
+    assert metrics["test_accuracy"].value == pytest.approx(run.data.metrics["test_accuracy"])
+    assert metrics["final_train_loss"].value == pytest.approx(run.data.metrics["final_train_loss"])
+
+
 def test_same_seed_same_numbers_other_seed_other_numbers(run_cli, store):
     for seed in (3, 3, 4):
         assert run_cli("run", "--plugin", "nn-module", "--steps", "30", "--seed", str(seed), "--tiny", "-q").exit_code == 0
