@@ -40,6 +40,18 @@ def test_optimisers_become_capturable():
     model, _ = build("nn-module", {}, "cpu")
     make_capturable(model)
     assert all(group["capturable"] for group in model.optimizer.param_groups)
+    assert all(not group["fused"] for group in model.optimizer.param_groups)  # no fused kernel chosen off CUDA
+
+
+@CUDA
+def test_adam_becomes_fused_on_cuda_unless_the_model_chose():
+    model, _ = build("nn-module", {}, "cuda")
+    make_capturable(model)
+    assert all(g["capturable"] and g["fused"] and not g["foreach"] for g in model.optimizer.param_groups)
+    chosen, _ = build("nn-module", {}, "cuda")
+    chosen.optimizer = torch.optim.AdamW(chosen.net.parameters(), foreach=True)
+    make_capturable(chosen)
+    assert all(g["capturable"] and not g["fused"] and g["foreach"] for g in chosen.optimizer.param_groups)
 
 
 @CUDA
