@@ -93,14 +93,21 @@ def execute(
         run.log_series("train_loss", values, first)
         progress.update(first + len(values), values[-1])
 
+    held: list[training.Evaluation] = []  # the last evaluation, written with the run's final figures
+
+    def on_eval(ev: training.Evaluation) -> None:
+        if ev.step == spec.hp.steps:
+            held.append(ev)
+        else:
+            run.log_metrics(ev.metrics(), ev.step)
+
     try:
         log_datasets(run, data)
-        model, summary = build_and_train(spec, data, device, on_losses, lambda ev: run.log_metrics(ev.metrics(), ev.step))
+        model, summary = build_and_train(spec, data, device, on_losses, on_eval)
         metrics = summary.metrics()
-        logged = summary.final.metrics()  # the final evaluation's, already logged at this step
-        run.log_metrics({k: v for k, v in metrics.items() if k not in logged}, summary.steps)
         run.push()  # the metrics gathered during training are written beside the figure and model logging
-        run.ready()  # MLflow, imported in the background, is ready: the figure and model may import it here
+        run.log_metrics(metrics, summary.steps, now=True)  # before the model, which MLflow gives the metrics at its step
+        held.clear()
         run.log_figure(figures.loss_curve(summary, f"{spec.impl.name} (seed {spec.seed}) on {data.name}"), "loss_curve.png")
         model_uri = log_model(run, spec, model, data, summary.steps)
         progress.close()
@@ -108,10 +115,14 @@ def execute(
         return Outcome(spec, run.run_id, "FINISHED", metrics=metrics, model_uri=model_uri, summary=summary)
     except KeyboardInterrupt:
         progress.close()
+        for ev in held:
+            run.log_metrics(ev.metrics(), ev.step)
         run.end("KILLED", "interrupted (Ctrl-C)")
         raise
     except Exception as exc:  # noqa: BLE001 - a failing plugin ends its own run, not the tool
         progress.close()
+        for ev in held:
+            run.log_metrics(ev.metrics(), ev.step)
         error = str(exc) if isinstance(exc, PluginError) else f"{spec.impl.label} failed: {type(exc).__name__}: {exc}"
         try:
             run.log_text("".join(traceback.format_exception(exc)), "error.txt")

@@ -228,11 +228,17 @@ class RunLog:
         now = int(time.time() * 1000)
         self._queue.put([(key, float(v), first_step + i, now) for i, v in enumerate(values)])
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        """Queue several metrics at one step."""
+    def log_metrics(self, metrics: dict[str, float], step: int, now: bool = False) -> None:
+        """Queue several metrics at one step; with ``now``, write them at once (waits for the run)."""
         self._check_store()
-        now = int(time.time() * 1000)
-        self._queue.put([(k, float(v), step, now) for k, v in metrics.items()])
+        stamp = int(time.time() * 1000)
+        if not now:
+            self._queue.put([(k, float(v), step, stamp) for k, v in metrics.items()])
+            return
+        run_id = self.run_id
+        from mlflow.entities import Metric
+
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), stamp, step) for k, v in metrics.items()], synchronous=True)
 
     def push(self) -> None:
         """Start writing what is queued now, without waiting for it (training is over: the CPU is free)."""
@@ -332,12 +338,11 @@ class RunLog:
         self.client.log_text(self.run_id, text, path)
 
     def log_model(self, python_model: Any, input_example: Any, pip_requirements: list[str], step: int) -> str:
-        """Log a pyfunc model under ``model``, carrying the run's metrics at ``step``; returns its URI.
+        """Log a pyfunc model under ``model``; returns its URI.
 
-        MLflow copies the run's metrics at ``step`` onto the logged model (what its Models view
-        shows), so everything queued is written first.
+        MLflow copies onto the logged model (what its Models view shows) the run's metrics at
+        ``step`` that are in the store: write them first (``log_metrics(..., now=True)``).
         """
-        self.flush()
         run_id = self.run_id
         import mlflow
         import mlflow.pyfunc
