@@ -256,7 +256,7 @@ def build(records: Sequence[Record], title: str, all_params: bool = False, group
         key = (rec.plugin, tuple(sorted(params.items())))
         rows.setdefault(key, Row(rec.plugin, params)).records.append(rec)
     ordered = sorted(rows.values(), key=_sort_key)
-    names = list(dict.fromkeys(k for row in ordered for k in row.params))
+    names = [k for k in dict.fromkeys(k for row in ordered for k in row.params) if k != "steps"]  # steps: always shown
     if all_params:
         columns = ["seeds", *names]
     else:

@@ -115,8 +115,20 @@ def test_only_the_parameters_that_differ_are_shown_unless_all_params(lab):
     for row in doc["rows"]:
         assert all(row[k] == by_plugin[row["plugin"]].get(k) for k in differing)
     every = lab.compare_json("--all-params")
-    assert set(every["param_columns"]) == keys | {"seeds", "experiment"}
+    assert set(every["param_columns"]) == keys - {"steps"} | {"seeds", "experiment"}  # steps has its own column
     assert {r["dataset_digest"] for r in every["rows"]} == {lab.children[0].data.params["dataset_digest"]}
+
+
+def test_steps_is_one_right_aligned_column_even_when_it_differs():
+    def rec(run_id: str, steps: str, acc: float) -> compare.Record:
+        params = {"plugin": "scratch", "seed": "0", "steps": steps, "lr": "0.1"}
+        return compare.Record(run_id, run_id, "1", "e", "FINISHED", params, {"test_accuracy": acc}, 0)
+
+    comparison = compare.build([rec("a", "100", 0.8), rec("b", "200", 0.9)], "t")
+    assert "steps" not in comparison.columns and comparison.headings().count("steps") == 1
+    head, align, *rows = [line.strip("|").split("|") for line in comparison.to_markdown().splitlines() if line.startswith("|")]
+    cell = dict(zip((h.strip() for h in head), (a.strip() for a in align), strict=True))
+    assert cell["steps"] == "---:" and [r[[h.strip() for h in head].index("steps")].strip() for r in rows] == ["200", "100"]
 
 
 def test_every_output_format_parses_back_to_the_same_rows(lab):
