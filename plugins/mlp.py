@@ -57,6 +57,7 @@ class MLP(Model):
                     nn.init.kaiming_normal_(m.weight, nonlinearity=nonlinearity)
                     nn.init.zeros_(m.bias)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        self.device_step: torch.Tensor | None = None  # the step count on the device, when the schedule runs there
 
     def parameters(self):
         return dict(self.net.named_parameters())
@@ -71,16 +72,34 @@ class MLP(Model):
         return F.cross_entropy(out, batch.y, label_smoothing=self.hp.label_smoothing)
 
     def step_key(self, step):
-        # The learning rate is a Python number: constant, one key; a cosine schedule changes it every
-        # step, more keys than the core records (it then trains eagerly).
+        # Recorded steps (the optimiser is then capturable) compute a changing learning rate on the
+        # device: one key. Otherwise the learning rate is a Python number, one key per value.
+        if self.schedule_on_device():
+            return "schedule on the device"
         return lr_factor(step, self.hp.steps, self.hp.schedule, self.hp.warmup)
+
+    def schedule_on_device(self) -> bool:
+        return self.hp.schedule != "constant" and bool(self.optimizer.param_groups[0].get("capturable"))
+
+    def set_learning_rate(self, step: int) -> None:
+        groups = self.optimizer.param_groups
+        if not self.schedule_on_device():
+            for group in groups:
+                group["lr"] = self.hp.lr * lr_factor(step, self.hp.steps, self.hp.schedule, self.hp.warmup)
+            return
+        if self.device_step is None:  # first step: the learning rate becomes a tensor next to the parameters
+            device = groups[0]["params"][0].device
+            self.device_step = torch.full((), float(step), device=device)  # filled there: no copy from the host
+            lr = torch.full((), self.hp.lr, device=device)
+            for group in groups:
+                group["lr"] = lr
+        groups[0]["lr"].copy_(self.hp.lr * lr_factor(self.device_step, self.hp.steps, self.hp.schedule, self.hp.warmup))
+        self.device_step += 1
 
     def train_step(self, batch, step):
         if self.hp.augment:
             batch = type(batch)(distort(batch.x, self.hp), batch.y, batch.onehot)
-        factor = lr_factor(step, self.hp.steps, self.hp.schedule, self.hp.warmup)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.hp.lr * factor
+        self.set_learning_rate(step)
         lsi = self.loss(batch)
         self.optimizer.zero_grad()
         lsi.backward()
@@ -88,18 +107,22 @@ class MLP(Model):
         return lsi.detach()
 
 
-def lr_factor(step: int, steps: int, schedule: str, warmup: float) -> float:
+def lr_factor(step, steps: int, schedule: str, warmup: float):  # noqa: ANN001, ANN201 - int -> float, tensor -> tensor
     """The learning rate at 0-based ``step`` as a fraction of the peak.
 
     ``constant``: 1. ``cosine``: a linear warm-up over the first ``warmup`` fraction of the steps,
-    then half a cosine from 1 down to 0 at the last step.
+    then half a cosine from 1 down to 0 at the last step. ``step`` may be a tensor (computed there,
+    without a branch on its value).
     """
     if schedule == "constant":
         return 1.0
     n_warm = int(warmup * steps)
+    progress = (step - n_warm) / max(1, steps - n_warm)
+    if isinstance(step, torch.Tensor):
+        cosine = 0.5 * (1.0 + torch.cos(math.pi * progress))
+        return torch.where(step < n_warm, (step + 1) / max(1, n_warm), cosine)
     if step < n_warm:
         return (step + 1) / n_warm
-    progress = (step - n_warm) / max(1, steps - n_warm)
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 

@@ -14,6 +14,7 @@ from mlp_lab import data, devices, training
 from mlp_lab.cuda_graphs import make_capturable
 from mlp_lab.model import Model
 from mlp_lab.registry import get_registry
+from mlp_lab_plugins import mlp
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -34,6 +35,10 @@ def test_built_in_models_say_which_steps_replay():
     assert {scratch.step_key(s) for s in range(60)} == {True, False}
     best, _ = build("best", {"schedule": "constant"}, "cpu")
     assert {best.step_key(s) for s in range(60)} == {1.0}
+    cosine, _ = build("best", {"steps": 60}, "cpu")
+    assert len({cosine.step_key(s) for s in range(60)}) > 50  # eager: the learning rate is a Python number
+    make_capturable(cosine)
+    assert len({cosine.step_key(s) for s in range(60)}) == 1  # recorded: computed on the device
 
 
 def test_optimisers_become_capturable():
@@ -128,13 +133,38 @@ def test_a_step_that_cannot_be_recorded_trains_eagerly(capsys):
 
 
 @CUDA
-def test_a_learning_rate_that_changes_every_step_trains_eagerly(capsys):
+def test_a_cosine_schedule_replays_from_one_graph_with_the_eager_losses():
+    """``best``'s default schedule changes the learning rate every step: recorded, it is computed on the device."""
+    d = data.load("tiny").to("cuda")
+    losses = {}
+    for compiled in (False, True):
+        model, hp = build("best", {"steps": 60, "eval_every": 20, "hidden": 64, "augment": 0, "dropout": 0.0}, "cuda")
+        summary = training.train(model, d, hp, 0, lambda v, f: None, lambda e: None, compile=compiled)
+        losses[compiled] = summary.losses
+    assert losses[True] == pytest.approx(losses[False], rel=1e-3, abs=1e-5)
+    model, hp = build("best", {"steps": 60, "hidden": 64}, "cuda")
+    step = devices.compiled_train_step(model, torch.device("cuda"))
+    stream = training.batches(d.train, hp.batch_size, torch.Generator(device="cuda").manual_seed(0))
+    for i in range(60):
+        step(next(stream), i)
+    assert len(step.graphs) == 1 and not step.given_up
+    last = hp.lr * mlp.lr_factor(59, 60, "cosine", hp.warmup)  # near zero: float32 on the device, 2e-5 apart
+    assert model.optimizer.param_groups[0]["lr"].item() == pytest.approx(last, rel=1e-3)
+
+
+@CUDA
+def test_a_step_key_that_changes_every_step_trains_eagerly(capsys):
     from mlp_lab.cuda_graphs import MAX_KEYS, GraphedStep
 
-    model, hp = build("best", {"steps": 30, "hidden": 64}, "cuda")  # cosine schedule: a new learning rate every step
+    class EveryStep(type(build("autograd", {}, "cpu")[0])):
+        def step_key(self, step):
+            return step
+
+    hp = get_registry().get("autograd").hyperparams({"steps": 30})
+    torch.manual_seed(0)
+    model = EveryStep(hp).to("cuda")
     d = data.load("tiny").to("cuda")
     step = GraphedStep(model, torch.device("cuda"))
-    stream = training.batches(d.train, hp.batch_size, torch.Generator(device="cuda").manual_seed(0))
-    losses = [step(next(stream), i) for i in range(30)]
+    losses = [step(d.train, i) for i in range(30)]
     assert step.given_up and not step.graphs and len(losses) == 30
     assert f"more than {MAX_KEYS} different step keys" in capsys.readouterr().err

@@ -173,6 +173,14 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
     assert {mlp.lr_factor(s, 1000, "constant", 0.1) for s in range(0, 1000, 50)} == {1.0}
 
 
+@pytest.mark.parametrize("warmup", [0.1, 0.0])
+def test_the_schedule_computed_on_a_tensor_step_is_the_same(warmup):
+    """What a recorded step computes on the device, step by step, against the Python numbers."""
+    on_tensor = mlp.lr_factor(torch.arange(1000, dtype=torch.float32), 1000, "cosine", warmup)
+    expected = torch.tensor([mlp.lr_factor(s, 1000, "cosine", warmup) for s in range(1000)])
+    assert torch.allclose(on_tensor, expected, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_best_beats_nn_module_on_the_default_set_in_a_ci_budget(run_cli, store):
     result = run_cli("run", "--plugin", "nn-module", "--plugin", "best", "--steps", "150", "--seed", "0", "-q")
