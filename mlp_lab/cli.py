@@ -215,7 +215,9 @@ def store_option(f: Any) -> Any:
 )
 @click.option("--all-params", is_flag=True, help="Show every parameter, not only those that differ between rows.")
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]), default="table", show_default=True)
-@click.option("--figure", type=click.Path(dir_okay=False, path_type=Path), help="Also write the overlay figure to this PNG.")
+@click.option(
+    "--figure", type=click.Path(dir_okay=False, path_type=Path), help="Also write the overlay figure here (.png, .pdf or .svg)."
+)
 @store_option
 def compare(
     group: str | None,
@@ -230,6 +232,7 @@ def compare(
     """Compare runs read back from MLflow: one row per implementation and parameter set, seeds as mean ± std."""
     from mlp_lab import compare as comparing
 
+    figure = comparing.figure_path(figure) if figure is not None else None
     client = comparing.open_client(tracking_uri)
     try:
         result = comparing.select(client, group, experiments, plugins, filter_string, all_params)
@@ -237,7 +240,10 @@ def compare(
         raise click.ClickException(str(exc)) from None
     click.echo(result.render(fmt), nl=False)
     if figure is not None:
-        comparing.figure(client, result).savefig(figure, dpi=120)
+        try:
+            comparing.figure(client, result).savefig(figure, dpi=120)
+        except OSError as exc:
+            raise UsageError(f"--figure {figure}: cannot write it ({exc.strerror or exc})") from None
         click.echo(f"Figure: {figure}", err=fmt != "table")
 
 

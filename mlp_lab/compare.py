@@ -25,8 +25,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Run, ViewType
 from mlflow.exceptions import MlflowException
 
-from mlp_lab.errors import UsageError
-from mlp_lab.tracking import DEFAULT_DIR, quiet_mlflow_logs
+from mlp_lab.errors import UsageError, first_line
+from mlp_lab.tracking import DEFAULT_DIR, StoreError, check_reachable, quiet_mlflow_logs
 
 PAGE = 1000  # runs per search page; every page is read, so there is no cap on the number of runs
 KIND = "mlp_lab.kind"
@@ -237,7 +237,7 @@ class Comparison:
         out = {}
         for i, row in enumerate(self.rows):
             same = [r for r in self.rows if r.plugin == row.plugin]
-            diff = [p for p in self.columns if p != "seeds" and len({r.param(p) for r in same}) > 1]
+            diff = [p for p in [*self.columns, "steps"] if p != "seeds" and len({r.param(p) for r in same}) > 1]
             out[i] = row.plugin + (f" ({', '.join(f'{p}={row.param(p)}' for p in diff)})" if diff else "")
         return out
 
@@ -286,8 +286,30 @@ def store_uri(uri: str | None) -> str:
 
 
 def open_client(uri: str | None) -> MlflowClient:
+    """A client on the store, checked with one cheap request: a store that cannot be read is a one-line error."""
     quiet_mlflow_logs()
-    return MlflowClient(store_uri(uri))
+    resolved = store_uri(uri)
+    check_reachable(resolved)
+    try:
+        client = MlflowClient(resolved)
+        client.search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds (bad scheme, refused connection, refused file store)
+        raise StoreError(f"cannot open the MLflow store {resolved}: {first_line(exc)}") from None
+    return client
+
+
+FIGURE_FORMATS = (".png", ".pdf", ".svg")
+
+
+def figure_path(path: Path) -> Path:
+    """Where ``--figure`` writes: a .png, .pdf or .svg (.png added to a name without a suffix) in a folder that exists."""
+    if not path.suffix:
+        path = path.with_suffix(".png")
+    if path.suffix.lower() not in FIGURE_FORMATS:
+        raise UsageError(f"--figure {path}: the figure is written as {', '.join(FIGURE_FORMATS)}; not {path.suffix}")
+    if not path.parent.is_dir():
+        raise UsageError(f"--figure {path}: no such folder {path.parent}")
+    return path
 
 
 def experiments(client: MlflowClient, names: Iterable[str] = ()) -> dict[str, str]:
@@ -412,7 +434,7 @@ def _mlflow_call(fn: Any, *args: Any, what: str = "", **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
     except MlflowException as exc:
         if exc.error_code == "INVALID_PARAMETER_VALUE":
-            message = str(exc.message).strip().splitlines()[0]
+            message = first_line(exc)
             raise UsageError(f"{what}: {message}" if what else message) from None
         raise
 

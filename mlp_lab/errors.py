@@ -9,3 +9,9 @@ class UsageError(Exception):
 
 class PluginError(Exception):
     """A plugin could not be loaded, registered or run; the message names it and its distribution."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (MLflow's run to pages), else its type's name."""
+    text = str(getattr(exc, "message", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

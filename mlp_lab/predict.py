@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mlp_lab.errors import UsageError
+from mlp_lab.errors import UsageError, first_line
 
 
 @dataclass
@@ -73,8 +73,10 @@ def load_model(run_id: str, client: Any) -> Any:
 
     try:
         run = client.get_run(run_id)
-    except MlflowException:
-        raise UsageError(f"--run {run_id}: no such run in {client.tracking_uri}") from None
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise UsageError(f"--run {run_id}: no such run in {client.tracking_uri}") from None
+        raise UsageError(f"--run {run_id}: cannot read it from {client.tracking_uri}: {first_line(exc)}") from None
     mlflow.set_tracking_uri(client.tracking_uri)
     try:
         return mlflow.pyfunc.load_model(f"runs:/{run_id}/model")

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlp_lab.errors import UsageError
+from mlp_lab.errors import UsageError, first_line
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -63,6 +63,25 @@ class StoreError(UsageError):
     """The MLflow store cannot be opened (bad URI, unreachable server, unwritable folder)."""
 
 
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """For a tracking server (http, https): :class:`StoreError` at once when nothing answers there.
+
+    MLflow retries a refused connection with growing pauses, about four minutes in all; any HTTP
+    answer to ``/health``, an error status included, means a server is there.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"cannot reach the MLflow server at {uri}: {getattr(exc, 'reason', exc)}") from None
+
+
 class Tracker:
     """An MLflow experiment in a store: creates runs and logs to them.
 
@@ -81,6 +100,7 @@ class Tracker:
 
     def __init__(self, uri: str | None, experiment: str, background: bool = False) -> None:
         self.uri = resolve_uri(uri)
+        check_reachable(self.uri)
         self.experiment = experiment
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -141,9 +161,7 @@ class Tracker:
         """Block until the store is open; :class:`StoreError` when it cannot be."""
         self._ready.wait()
         if self._error is not None:
-            text = str(self._error).strip()
-            first = text.splitlines()[0] if text else type(self._error).__name__
-            raise StoreError(f"cannot open the MLflow store {self.uri}: {first}")
+            raise StoreError(f"cannot open the MLflow store {self.uri}: {first_line(self._error)}")
         return self
 
     @property

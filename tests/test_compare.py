@@ -85,6 +85,7 @@ def test_group_run_prints_the_comparison_and_logs_it_on_the_parent(lab):
     logged = lab.client.download_artifacts(parent, "comparison.csv", str(lab.root))
     rows = list(csv.DictReader(open(logged)))
     assert sorted(r["plugin"] for r in rows) == lab.plugins and {r["runs"] for r in rows} == {str(len(SEEDS))}
+    assert all(child.info.run_id in out for child in lab.children)  # whole, to copy into predict --run
 
 
 def test_mean_and_sample_std_match_the_runs_metrics(lab):
@@ -129,6 +130,7 @@ def test_steps_is_one_right_aligned_column_even_when_it_differs():
     head, align, *rows = [line.strip("|").split("|") for line in comparison.to_markdown().splitlines() if line.startswith("|")]
     cell = dict(zip((h.strip() for h in head), (a.strip() for a in align), strict=True))
     assert cell["steps"] == "---:" and [r[[h.strip() for h in head].index("steps")].strip() for r in rows] == ["200", "100"]
+    assert comparison.labels() == {0: "scratch (steps=200)", 1: "scratch (steps=100)"}  # the figure's legend tells them apart
 
 
 def test_every_output_format_parses_back_to_the_same_rows(lab):
@@ -170,6 +172,27 @@ def test_across_experiments_plugins_filters_and_pages(lab, monkeypatch):
     monkeypatch.setattr(compare, "PAGE", 2)  # every page is read: no cap on the number of runs
     paged = lab.compare_json("--experiment", "mlp-lab")
     assert sum(r["runs"] for r in paged["rows"]) == len(lab.children) == len(lab.plugins) * len(SEEDS)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--tracking-uri", "foo://bar"], "cannot open the MLflow store foo://bar: "),
+        (["--tracking-uri", "http://127.0.0.1:9"], "cannot reach the MLflow server at http://127.0.0.1:9: "),
+        (["--figure", "no/such/folder/f.png"], "--figure no/such/folder/f.png: no such folder no/such/folder"),
+        (["--figure", "f.txt"], "--figure f.txt: the figure is written as .png, .pdf, .svg; not .txt"),
+    ],
+)
+def test_store_and_figure_errors_are_one_line(lab, args, message):
+    result = lab.compare(*args) if "--tracking-uri" not in args else invoke("compare", *args)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"Error: {message}") and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_a_figure_without_a_suffix_is_a_png(lab, tmp_path):
+    result = lab.compare("--figure", tmp_path / "overlay")
+    assert result.exit_code == 0 and f"Figure: {tmp_path / 'overlay.png'}" in result.output
+    assert (tmp_path / "overlay.png").read_bytes()[:8] == PNG_SIGNATURE
 
 
 def test_selection_errors_are_one_line(lab, run_cli):
