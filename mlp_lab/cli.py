@@ -95,6 +95,9 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes a 64-bit integer
+
+
 def parse_seeds(seed: int | None, seeds: str | None, repeat: int | None) -> list[int]:
     if sum(x is not None for x in (seed, seeds, repeat)) > 1:
         raise UsageError("use only one of --seed, --seeds and --repeat")
@@ -105,10 +108,14 @@ def parse_seeds(seed: int | None, seeds: str | None, repeat: int | None) -> list
             raise UsageError(f"--seeds expects comma-separated integers, got {seeds!r}") from None
         if not out or len(set(out)) != len(out):
             raise UsageError(f"--seeds needs distinct integers, got {seeds!r}")
-        return out
-    if repeat is not None:
-        return [1337 + i for i in range(repeat)]
-    return [1337 if seed is None else seed]
+    elif repeat is not None:
+        out = [1337 + i for i in range(repeat)]
+    else:
+        out = [1337 if seed is None else seed]
+    for value in out:
+        if not 0 <= value <= MAX_SEED:
+            raise UsageError(f"seed {value} is out of range: seeds are 0 to {MAX_SEED} (torch's seed range)")
+    return out
 
 
 # -- run -------------------------------------------------------------------------------------------
@@ -132,8 +139,7 @@ def parse_seeds(seed: int | None, seeds: str | None, repeat: int | None) -> list
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    envvar="MLP_LAB_DATA_DIR",
-    help="Folder with the MNIST IDX files.",
+    help="Folder with the MNIST IDX files (must exist; default: MLP_LAB_DATA_DIR, else the user cache, filled if missing).",
 )
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--compile", "compile_step", is_flag=True, help="Compile the training step (torch.compile; CUDA graphs on a GPU).")

@@ -122,7 +122,8 @@ def print_outcomes(outcomes: list[Any], tracker: Any, parent: str | None) -> Non
 
     table = Table(title="mlp-lab runs", title_justify="left")
     for col in ("plugin", "seed", "status", "train acc", "test acc", "final loss", "train s", "steps/s", "run id"):
-        table.add_column(col, justify="right" if col not in ("plugin", "status", "run id") else "left")
+        whole = {"no_wrap": True, "min_width": 32} if col == "run id" else {"no_wrap": True} if col == "seed" else {}
+        table.add_column(col, justify="right" if col not in ("plugin", "status", "run id") else "left", **whole)  # type: ignore[arg-type]
     for o in outcomes:
         fmt = lambda key, spec, m=o.metrics: format(m[key], spec) if key in m else "-"  # noqa: E731
         table.add_row(

@@ -25,6 +25,9 @@ CASES = {
     "malformed -p": (["--plugin", "scratch", "-p", "decay_at"], "-p expects NAME=VALUE"),
     "seeds not integers": (["--plugin", "scratch", "--seeds", "1,x"], "--seeds expects comma-separated integers"),
     "seed and seeds": (["--plugin", "scratch", "--seed", "1", "--seeds", "1,2"], "only one of --seed, --seeds and --repeat"),
+    "seed too large": (["--plugin", "scratch", "--seed", str(2**64)], f"seed {2**64} is out of range"),
+    "negative seed": (["--plugin", "scratch", "--seeds", "1,-1"], "seed -1 is out of range"),
+    "unreachable server": (["--plugin", "scratch", "--tracking-uri", "http://127.0.0.1:9"], "cannot reach the MLflow server"),
     "no plugin": ([], "Missing option '--plugin'"),
     "unknown flag": (["--plugin", "scratch", "--bogus"], "No such option '--bogus'. (see 'mlp-lab run --help')"),
     "bad type": (["--plugin", "scratch", "--steps", "many"], "'many' is not a valid integer"),
@@ -64,3 +67,12 @@ def test_bad_metrics_interval_is_one_line_exit_2_and_no_run(run_cli, store):
     assert result.exit_code == 2
     assert result.stderr.strip() == "Error: MLP_LAB_METRICS_INTERVAL must be a number of seconds, not 'soon'"
     assert runs_in(store) == []
+
+
+def test_a_data_folder_from_the_environment_need_not_exist_yet(run_cli, store, tmp_path):
+    """MLP_LAB_DATA_DIR names where the full files are kept (downloaded there when missing); small sets never read it."""
+    result = run_cli(
+        "run", "--plugin", "scratch", "--tiny", "--steps", "5", "-q", env={"MLP_LAB_DATA_DIR": str(tmp_path / "later")}
+    )
+    assert result.exit_code == 0, result.output
+    assert len(runs_in(store)) == 1
