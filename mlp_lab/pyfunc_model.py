@@ -24,7 +24,7 @@ class DigitClassifier(mlflow.pyfunc.PythonModel):
         self.std = std
 
     def predict(self, context: Any, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:
-        """Predicted digits for rows of 784 raw grey levels (0-255), or 28x28 images."""
+        """Predicted digits for float32 rows of 784 raw grey levels (0-255), as the model's signature says."""
         x = torch.as_tensor(np.asarray(model_input, dtype=np.float32)).reshape(-1, 784)
         with torch.no_grad():
             scores = self.model.predict((x - self.mean) / self.std)

@@ -65,6 +65,7 @@ def params_of(spec: RunSpec, data: Dataset, device: torch.device) -> dict[str, A
     """Every parameter a run logs: hyperparameters, seed, where the code and data came from."""
     return {
         **spec.hp.as_dict(),
+        "eval_every": training.eval_interval(spec.hp),  # what ran, not None for the default
         "plugin": spec.impl.name,
         "plugin_distribution": spec.impl.distribution,
         "plugin_version": spec.impl.version,

@@ -70,6 +70,11 @@ class Summary:
         }
 
 
+def eval_interval(hp: Hyperparams) -> int:
+    """Steps between evaluations: ``eval_every``, else a hundredth of the run."""
+    return hp.eval_every or max(1, hp.steps // 100)
+
+
 def batches(train: Batch, batch_size: int | None, generator: torch.Generator) -> Iterator[Batch]:
     """The whole set every step when ``batch_size`` is None (or covers it); else shuffled mini-batches by epoch."""
     n = len(train)
@@ -112,7 +117,7 @@ def train(
     the time spent compiling is reported apart, as ``compile_time_s``.
     """
     steps = hp.steps
-    every = hp.eval_every or max(1, steps // 100)
+    every = eval_interval(hp)
     device = data.train.x.device
     full_batch = hp.batch_size is None or hp.batch_size >= len(data.train)
     static = (data.train.x, data.train.y, data.train.onehot) if full_batch else ()

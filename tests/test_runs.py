@@ -153,6 +153,7 @@ def test_same_seed_same_numbers_other_seed_other_numbers(run_cli, store):
     for run in runs_in(store):
         values = [m.value for m in sorted(c.get_metric_history(run.info.run_id, "train_loss"), key=lambda m: m.step)]
         histories.setdefault(run.data.params["seed"], []).append(values)
+        assert run.data.params["eval_every"] == "1"  # what ran: a hundredth of 30 steps, at least 1
     assert histories["3"][0] == histories["3"][1]
     assert histories["4"][0] != histories["3"][0]
 
