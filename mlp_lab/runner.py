@@ -118,12 +118,12 @@ def open_tracker(uri: str | None, experiment: str) -> Any:
 
 def print_outcomes(outcomes: list[Any], tracker: Any, parent: str | None) -> None:
     from rich.console import Console
+    from rich.measure import Measurement
     from rich.table import Table
 
     table = Table(title="mlp-lab runs", title_justify="left")
     for col in ("plugin", "seed", "status", "train acc", "test acc", "final loss", "train s", "steps/s", "run id"):
-        whole = {"no_wrap": True, "min_width": 32} if col == "run id" else {"no_wrap": True} if col == "seed" else {}
-        table.add_column(col, justify="right" if col not in ("plugin", "status", "run id") else "left", **whole)  # type: ignore[arg-type]
+        table.add_column(col, justify="right" if col not in ("plugin", "status", "run id") else "left")
     for o in outcomes:
         fmt = lambda key, spec, m=o.metrics: format(m[key], spec) if key in m else "-"  # noqa: E731
         table.add_row(
@@ -137,7 +137,9 @@ def print_outcomes(outcomes: list[Any], tracker: Any, parent: str | None) -> Non
             fmt("steps_per_s", ".0f"),
             o.run_id,
         )
-    console = Console(file=sys.stdout, width=max(Console().width, 120))
+    probe = Console(width=1000)  # the table's natural width: nothing cut (run ids are copied into other commands)
+    needed = Measurement.get(probe, probe.options, table).maximum
+    console = Console(file=sys.stdout, width=max(Console().width, needed))
     console.print(table)
     console.print(f"Tracked in {tracker.uri} (experiment id {tracker.experiment_id}).")
     if parent:
