@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -50,6 +51,7 @@ class Result:
     losses: list[float] = field(default_factory=list, repr=False)
     history: list[tuple[int, float, float]] = field(default_factory=list, repr=False)  # (step, train acc, test acc)
     weights: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    predict: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)  # scores of normalised rows
 
     @property
     def steps_per_s(self) -> float:
@@ -115,11 +117,10 @@ def evaluate(predict: Callable[[torch.Tensor], torch.Tensor], loss: Callable, da
     return out
 
 
-def save(result: Result, folder: Path, title: str) -> None:
-    """What a training script keeps: the loss and accuracy curves as a PNG, and the weights."""
+def figure(result: Result, title: str) -> Any:
+    """The loss and accuracy curves, side by side (a matplotlib Figure)."""
     from matplotlib.figure import Figure
 
-    folder.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(10, 4))
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.84, wspace=0.22)
     ax_loss, ax_acc = fig.subplots(1, 2)
@@ -131,14 +132,68 @@ def save(result: Result, folder: Path, title: str) -> None:
     ax_acc.set(xlabel="step", ylabel="accuracy", title="Accuracy", ylim=(0, 1.02))
     ax_acc.legend(loc="lower right")
     fig.suptitle(title)
-    fig.savefig(folder / "loss_curve.png")
+    return fig
+
+
+def save(result: Result, folder: Path, title: str) -> None:
+    """What a training script keeps: the loss and accuracy curves as a PNG, and the weights."""
+    folder.mkdir(parents=True, exist_ok=True)
+    figure(result, title).savefig(folder / "loss_curve.png")
     torch.save({k: v.detach().cpu() for k, v in result.weights.items()}, folder / "model.pt")
+
+
+def track(result: Result, data: Data, uri: str, name: str, params: dict[str, Any]) -> str:
+    """Log to MLflow by hand, once trained, what ``mlp-lab run`` logs for a run; returns the run id.
+
+    Params, both datasets, every loss (in batches of 1000, as MLflow allows), the evaluations, the
+    figure and a pyfunc model with signature, input example and pinned requirements: the floor of
+    what tracking a run in MLflow costs, without mlp-lab.
+    """
+    import mlflow
+    from mlflow.entities import Metric
+    from mlflow.models import infer_signature
+
+    class Predictor(mlflow.pyfunc.PythonModel):
+        def __init__(self, predict: Callable[[torch.Tensor], torch.Tensor]) -> None:
+            self.predict_scores = predict
+
+        def predict(self, context: Any, model_input: Any, params: dict | None = None) -> Any:
+            with torch.no_grad():
+                return self.predict_scores(torch.as_tensor(model_input)).argmax(1).numpy()
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("plain")
+    with mlflow.start_run(run_name=name) as run:
+        mlflow.log_params(params)
+        for x, y, context in ((data.x, data.y, "training"), (data.test_x, data.test_y, "evaluation")):
+            dataset = mlflow.data.from_numpy(x.cpu().numpy(), targets=y.cpu().numpy(), name=f"mnist-{context}")
+            mlflow.log_input(dataset, context=context)
+        stamp = int(time.time() * 1000)
+        losses = [Metric("train_loss", v, stamp, step) for step, v in enumerate(result.losses)]
+        for start in range(0, len(losses), 1000):
+            mlflow.MlflowClient().log_batch(run.info.run_id, metrics=losses[start : start + 1000])
+        for step, train_acc, test_acc in result.history:
+            mlflow.log_metrics({"train_accuracy": train_acc, "test_accuracy": test_acc}, step=step)
+        mlflow.log_metrics({"final_train_loss": result.final_train_loss, "train_time_s": result.train_time_s}, step=result.steps)
+        mlflow.log_figure(figure(result, name), "loss_curve.png")
+        if result.predict is not None:
+            model, example = Predictor(result.predict), data.test_x[:5].cpu().numpy()
+            mlflow.pyfunc.log_model(
+                name="model",
+                python_model=model,
+                signature=infer_signature(example, model.predict(None, example)),
+                input_example=example,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"],
+                step=result.steps,
+            )
+        return run.info.run_id
 
 
 def main(train: Callable[..., Result], default_steps: int = 10000) -> None:
     """``python -m benchmarks.ref_NAME [--steps N] [--eval-every K] [--device D] [--out DIR]``: train, print the result as JSON.
 
-    With ``--out`` it also saves the loss curve and the weights there, as mlp-lab does (without tracking).
+    With ``--out`` it also saves the loss curve and the weights there, as mlp-lab does (without tracking);
+    with ``--mlflow URI`` it logs what mlp-lab logs to that MLflow store, by hand (:func:`track`).
     """
     parser = argparse.ArgumentParser(description=(train.__module__ and __import__(train.__module__).__doc__) or None)
     parser.add_argument("--steps", type=int, default=default_steps)
@@ -146,9 +201,13 @@ def main(train: Callable[..., Result], default_steps: int = 10000) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--out", type=Path, help="save loss_curve.png and model.pt here")
+    parser.add_argument("--mlflow", metavar="URI", help="log the run to this MLflow store, by hand")
     args = parser.parse_args()
     data = load(args.device)
     result = train(data, args.steps, args.eval_every or max(1, args.steps // 100), args.seed)
     if args.out:
         save(result, args.out, f"{train.__module__} (seed {args.seed})")
-    print(json.dumps({k: v for k, v in asdict(result).items() if k not in ("losses", "history", "weights")}))
+    if args.mlflow:
+        params = {"steps": args.steps, "eval_every": args.eval_every, "seed": args.seed, "device": args.device}
+        track(result, data, args.mlflow, f"{train.__module__} (seed {args.seed})", params)
+    print(json.dumps({k: v for k, v in asdict(result).items() if k not in ("losses", "history", "weights", "predict")}))

@@ -49,7 +49,7 @@ def train(data: Data, steps: int = 10000, eval_every: int = 100, seed: int = 133
             clock.evaluation_done()
     values = losses.tolist()
     weights = {"w1": w1, "b1": b1, "w2": w2, "b2": b2}
-    return Result(steps, clock.train_s, clock.eval_s, values[-1], train_acc, test_acc, values, history, weights)
+    return Result(steps, clock.train_s, clock.eval_s, values[-1], train_acc, test_acc, values, history, weights, predict)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def train(data: Data, steps: int = 10000, eval_every: int = 100, seed: int = 133
             history.append((step + 1, train_acc, test_acc))
             clock.evaluation_done()
     values = losses.tolist()
-    return Result(steps, clock.train_s, clock.eval_s, values[-1], train_acc, test_acc, values, history, net.state_dict())
+    return Result(steps, clock.train_s, clock.eval_s, values[-1], train_acc, test_acc, values, history, net.state_dict(), net)
 
 
 if __name__ == "__main__":

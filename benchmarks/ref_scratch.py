@@ -26,12 +26,15 @@ def train(data: Data, steps: int = 10000, eval_every: int = 100, seed: int = 133
         z2 = h1 @ w2 + b2
         return z1, h1, z2, torch.tanh(z2)
 
+    def predict(x):
+        return forward(x)[3]
+
     def sum_of_squares(scores, onehot):
         return torch.sum(torch.pow(scores - 0.9 * onehot, 2))
 
     losses = torch.empty(steps, device=data.device)
     clock = Clock(data.device)
-    _, train_acc, _, test_acc = evaluate(lambda v: forward(v)[3], sum_of_squares, data)
+    _, train_acc, _, test_acc = evaluate(predict, sum_of_squares, data)
     history = [(0, train_acc, test_acc)]
     clock.evaluation_done()
     for step in range(steps):
@@ -48,12 +51,12 @@ def train(data: Data, steps: int = 10000, eval_every: int = 100, seed: int = 133
         b2 += -lr * db2
         if (step + 1) % eval_every == 0 or step + 1 == steps:
             clock.training_done()
-            _, train_acc, _, test_acc = evaluate(lambda v: forward(v)[3], sum_of_squares, data)
+            _, train_acc, _, test_acc = evaluate(predict, sum_of_squares, data)
             history.append((step + 1, train_acc, test_acc))
             clock.evaluation_done()
     values = losses.tolist()
     weights = {"w1": w1, "b1": b1, "w2": w2, "b2": b2}
-    return Result(steps, clock.train_s, clock.eval_s, values[-1], train_acc, test_acc, values, history, weights)
+    return Result(steps, clock.train_s, clock.eval_s, values[-1], train_acc, test_acc, values, history, weights, predict)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,25 @@ def test_reference_script_runs_alone_and_saves_what_mlp_lab_saves(tmp_path):
     assert set(torch.load(tmp_path / "o" / "model.pt")) == {"w1", "b1", "w2", "b2"}
 
 
+def test_reference_script_logs_what_mlp_lab_logs_to_mlflow_by_hand(tmp_path):
+    """``--mlflow``, the end-to-end case's third side: a real run with every loss, the datasets, the figure, a model."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'plain.db'}"
+    command = [sys.executable, "-m", "benchmarks.ref_scratch", "--steps", "20", "--mlflow", uri]
+    subprocess.run(command, cwd=tmp_path, env={**subprocess_env(), "PYTHONPATH": str(REPO)}, capture_output=True, check=True)
+    client = mlflow.MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("plain").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["steps"] == "20"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == list(range(20))
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"mnist-training", "mnist-evaluation"}
+    assert "loss_curve.png" in [a.path for a in client.list_artifacts(run.info.run_id)]
+    mlflow.set_tracking_uri(uri)
+    ref = plain.load()
+    predicted = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").predict(ref.test_x[:100].numpy())
+    assert (predicted == ref.test_y[:100].numpy()).mean() > 0.5
+
+
 def test_benchmark_command_prints_rows_and_json(tmp_path):
     """``python -m benchmarks`` end to end, on its cheapest case."""
     out = subprocess.run(
