@@ -2,7 +2,8 @@
 
 Images are MNIST-like: 28x28 grey levels 0-255, a light digit on a dark background (``invert``
 for a dark digit on a light background). A PNG holds one image; a ``.npy`` array holds one or
-more, shaped (28, 28), (784,), (N, 28, 28) or (N, 784).
+more, shaped (28, 28), (784,), (N, 28, 28) or (N, 784), of raw grey levels (0-255, not scaled to
+0-1 or standardised).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def read(path: Path, invert: bool = False) -> Images:
         if len(array) == 0:
             raise UsageError(f"{path}: holds no images")
         rows = array.astype(np.float32)
+        check_grey_levels(path, rows)
     else:
         from PIL import Image, UnidentifiedImageError
 
@@ -64,6 +66,17 @@ def read(path: Path, invert: bool = False) -> Images:
     if invert:
         rows = 255.0 - rows
     return Images(path, rows)
+
+
+def check_grey_levels(path: Path, rows: np.ndarray) -> None:
+    """A usage error for arrays that are not raw 0-255 grey levels: scaled or standardised ones would be misread silently."""
+    if not np.isfinite(rows).all():
+        raise UsageError(f"{path}: holds NaN or infinite values")
+    low, high = float(rows.min()), float(rows.max())
+    if low < 0 or high > 255:
+        raise UsageError(f"{path}: values run from {low:g} to {high:g}; expected raw grey levels 0-255 (not standardised)")
+    if high <= 1 and (rows != np.round(rows)).any():
+        raise UsageError(f"{path}: values lie between 0 and 1; expected raw grey levels 0-255 (multiply by 255)")
 
 
 def load_model(run_id: str, client: Any) -> Any:

@@ -293,6 +293,10 @@ def test_predict_on_test_images_agrees_with_the_runs_evaluation(lab, tmp_path):
 
 def test_predict_errors_are_one_line(lab, tmp_path):
     np.save(tmp_path / "bad.npy", np.zeros((3, 27)))
+    raw = data.load("tiny").raw_test[:2].numpy()
+    np.save(tmp_path / "scaled.npy", raw / 255.0)  # what torchvision's ToTensor gives
+    np.save(tmp_path / "standardised.npy", (raw - 33.3) / 78.6)
+    np.save(tmp_path / "nan.npy", np.full((28, 28), np.nan))
     Image.new("L", (20, 20)).save(tmp_path / "small.png")
     (tmp_path / "text.png").write_text("not an image")
     good = tmp_path / "good.npy"
@@ -300,6 +304,9 @@ def test_predict_errors_are_one_line(lab, tmp_path):
     child = lab.children[0].info.run_id
     cases = [
         ((child, tmp_path / "bad.npy"), "expected images shaped"),
+        ((child, tmp_path / "scaled.npy"), "values lie between 0 and 1; expected raw grey levels 0-255 (multiply by 255)"),
+        ((child, tmp_path / "standardised.npy"), "expected raw grey levels 0-255 (not standardised)"),
+        ((child, tmp_path / "nan.npy"), "holds NaN or infinite values"),
         ((child, tmp_path / "small.png"), "image is 20x20, expected 28x28"),
         ((child, tmp_path / "text.png"), "not an image"),
         ((child, tmp_path / "missing.png"), "no such file"),
