@@ -134,10 +134,8 @@ def fetch(folder: Path, name: str) -> bytes:
         tmp.replace(folder / f"{name}.gz")
         return data
     raise DataError(
-        f"could not download {name}.gz ({'; '.join(errors) or 'no mirror'}).\n"
-        f"Offline? Put the four MNIST files (plain or .gz) into {folder}\n"
-        f"  ({', '.join(FILES.values())}),\n"
-        "or point --data-dir / MLP_LAB_DATA_DIR at a folder that has them."
+        f"could not download {name}.gz ({'; '.join(errors) or 'no mirror'}); offline? put the four MNIST files "
+        f"({', '.join(FILES.values())}, plain or .gz) into {folder}, or point --data-dir / MLP_LAB_DATA_DIR at a folder that has them"
     )
 
 

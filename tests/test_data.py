@@ -114,7 +114,8 @@ def test_offline_error_says_where_to_put_the_files(tmp_path, monkeypatch):
     with pytest.raises(mnist.DataError) as err:
         data.load("full", tmp_path / "empty")
     message = str(err.value)
-    assert "Offline?" in message and str(tmp_path / "empty") in message and "train-images-idx3-ubyte" in message
+    assert "offline?" in message and str(tmp_path / "empty") in message and "train-images-idx3-ubyte" in message
+    assert "\n" not in message  # one line, as every usage error
 
 
 def test_data_dir_defaults_to_env_then_user_cache(monkeypatch, tmp_path):
