@@ -141,10 +141,10 @@ class Comparison:
         ]
 
     def records(self) -> list[dict[str, Any]]:
-        """One flat dict per row, numbers as numbers (None where there is none): for CSV and JSON."""
+        """One flat dict per row for CSV and JSON: metrics as numbers, parameters as MLflow's text, None where unset."""
         out = []
         for row in self.rows:
-            item: dict[str, Any] = {"plugin": row.plugin, **{p: row.param(p) for p in self.columns}}
+            item: dict[str, Any] = {"plugin": row.plugin, **{p: _unset_as_none(row.param(p)) for p in self.columns}}
             item |= {"runs": len(row.finished), "failed": row.failed, "seeds": ",".join(row.seeds)}
             for c in METRICS:
                 mean, std = row.mean_std(c.key)
@@ -207,12 +207,20 @@ class Comparison:
         whole = table(heads, cells, self.title, STD_NOTE)
         if not self.columns or Console(width=10_000).measure(whole).maximum <= width:
             return [whole]
+
+        def part(columns: list[int], title: str | None, caption: str | None = None) -> Table:
+            return table([heads[i] for i in columns], [[c[i] for i in columns] for c in cells], title, caption)
+
         keep = [i for i, h in enumerate(heads) if h not in self.columns]
-        params = [0, *(i for i, h in enumerate(heads) if h in self.columns)]
-        return [
-            table([heads[i] for i in keep], [[c[i] for i in keep] for c in cells], self.title, STD_NOTE),
-            table([heads[i] for i in params], [[c[i] for i in params] for c in cells], "Parameters that differ", None),
-        ]
+        chunks: list[list[int]] = [[]]  # the parameters in as many tables as it takes for none to fold a value
+        for i in (i for i, h in enumerate(heads) if h in self.columns):
+            if chunks[-1] and Console(width=10_000).measure(part([0, *chunks[-1], i], None)).maximum > width:
+                chunks.append([])
+            chunks[-1].append(i)
+        titles = ["Parameters that differ"] + [f"Parameters that differ ({n}/{len(chunks)})" for n in range(2, len(chunks) + 1)]
+        if len(chunks) > 1:
+            titles[0] += f" (1/{len(chunks)})"
+        return [part(keep, self.title, STD_NOTE), *(part([0, *chunk], t) for chunk, t in zip(chunks, titles, strict=True))]
 
     def render(self, fmt: str, width: int | None = None) -> str:
         """The comparison as ``table`` (rich, for a terminal), ``markdown``, ``csv`` or ``json``."""
@@ -532,8 +540,16 @@ def _mean_std_text(mean: float | None, std: float | None, spec: str) -> str:
 
 
 def _fmt(value: float, spec: str) -> str:
-    """``spec``, but whole numbers from 1000 on in plain digits rather than 1.23e+03."""
-    return f"{value:.0f}" if spec.endswith("g") and abs(value) >= 1000 else format(value, spec)
+    """``spec``, but numbers too large for its significant digits in plain digits (123, not 1.2e+02)."""
+    text = format(value, spec)
+    if spec.endswith("g") and math.isfinite(value) and abs(float(text)) >= 10 ** int(spec[1:-1] or 6):
+        return f"{value:.0f}"
+    return text
+
+
+def _unset_as_none(text: str | None) -> str | None:
+    """A parameter as MLflow stores it (text), but None for an unset one (MLflow holds the text "None")."""
+    return None if text == "None" else text
 
 
 def _number(text: str | None) -> int | float | str | None:

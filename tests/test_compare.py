@@ -133,6 +133,40 @@ def test_steps_is_one_right_aligned_column_even_when_it_differs():
     assert comparison.labels() == {0: "scratch (steps=200)", 1: "scratch (steps=100)"}  # the figure's legend tells them apart
 
 
+def _record(run_id: str, plugin: str, params: dict[str, str], acc: float, loss: float = 1.0) -> compare.Record:
+    params = {"plugin": plugin, "seed": "0", "steps": "100", **params}
+    return compare.Record(run_id, run_id, "1", "e", "FINISHED", params, {"test_accuracy": acc, "final_train_loss": loss}, 0)
+
+
+def test_many_differing_parameters_are_split_over_tables_without_folding_a_value():
+    many = {f"param_number_{k}": "0.001" for k in range(12)}
+    comparison = compare.build(
+        [
+            _record("a", "scratch", {**many, "init_std": "0.001"}, 0.8),
+            _record("b", "nn-module", {**{k: "0.0002" for k in many}, "init_std": "1"}, 0.9),
+        ],
+        "t",
+    )
+    text = comparison.render("table", width=100)
+    assert "Parameters that differ (1/3)" in text and "Parameters that differ (3/3)" in text
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 100
+    for name in [*many, "init_std"]:  # every heading and value whole, on its own line
+        assert sum(line.split().count(name) for line in text.splitlines()) == 1
+    scratch_cells = [cell for line in text.splitlines() if line.strip().startswith("scratch") for cell in line.split()[1:]]
+    assert scratch_cells.count("0.001") == 13
+    assert "Parameters that differ" not in comparison.render("table", width=400)  # one table when it fits
+
+
+def test_large_spreads_print_in_plain_digits_and_unset_parameters_are_null_in_json():
+    assert compare._mean_std_text(1534.2, 123.4, ".3g") == "1534 ± 123"  # not 1.2e+02
+    assert compare._mean_std_text(999.9, 99.7, ".3g") == "1000 ± 100"
+    assert compare._mean_std_text(0.0123, 0.00042, ".3g") == "0.0123 ± 0.00042"
+    comparison = compare.build([_record("a", "x", {"eval_every": "None"}, 0.8), _record("b", "y", {"eval_every": "5"}, 0.9)], "t")
+    rows = json.loads(comparison.to_json())["rows"]
+    assert {r["plugin"]: r["eval_every"] for r in rows} == {"x": None, "y": "5"}
+    assert "None" not in comparison.to_csv()
+
+
 def test_every_output_format_parses_back_to_the_same_rows(lab):
     doc = lab.compare_json()
     rows = doc["rows"]
