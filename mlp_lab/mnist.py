@@ -135,7 +135,8 @@ def fetch(folder: Path, name: str) -> bytes:
         return data
     raise DataError(
         f"could not download {name}.gz ({'; '.join(errors) or 'no mirror'}); offline? put the four MNIST files "
-        f"({', '.join(FILES.values())}, plain or .gz) into {folder}, or point --data-dir / MLP_LAB_DATA_DIR at a folder that has them"
+        f"({', '.join(FILES.values())}, plain or .gz) into {folder}, "
+        "or point --data-dir / MLP_LAB_DATA_DIR at a folder that has them"
     )
 
 
