@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {machine()}; torch {torch.__version__} with {torch.get_num_threads()} threads; device {settings.device}",
         f"Date: {time.strftime('%Y-%m-%d %H:%M', time.localtime(started))}, {time.time() - started:.0f} s; "
         f"load average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after",
-        "Each figure is the best of the repeats, the two sides alternating; ratio = mlp-lab / plain (wall time, rates, memory);",
+        "Each figure is the best of the repeats, the sides taking turns; ratio = mlp-lab / plain (wall time, rates, memory);",
         "CPU ratio = the same for CPU seconds of all threads, steadier than wall time on a shared machine. Goals apply to ratio.",
     ]
     print_table(rows, header)

@@ -1,7 +1,7 @@
 """The benchmark cases: each measures mlp-lab and its plain-PyTorch reference side by side, in this process's run.
 
-A case yields :class:`Row` objects. Repeats alternate the two sides (ABBA order) so that drift in
-the machine's load hits both alike, and each side's figure is its best of the repeats.
+A case yields :class:`Row` objects. Repeats alternate the sides (ABBA order; three sides take
+turns) so that drift in the machine's load hits all alike, and each side's figure is its best of the repeats.
 """
 
 from __future__ import annotations
@@ -108,6 +108,13 @@ def alternate(repeats: int) -> Iterator[tuple[str, str]]:
     """ABBA: (ref, ours), (ours, ref), (ref, ours), ..."""
     for i in range(repeats):
         yield ("ref", "ours") if i % 2 == 0 else ("ours", "ref")
+
+
+def take_turns(sides: list[str], repeats: int) -> Iterator[list[str]]:
+    """Each repeat starts one side later: (a, b, c), (b, c, a), (c, a, b), ... so every side takes every place."""
+    for i in range(repeats):
+        k = i % len(sides)
+        yield sides[k:] + sides[:k]
 
 
 # -- in-process training: the loop with tracking against the bare loop ----------------------------
@@ -301,14 +308,15 @@ def end_to_end_case(settings: Settings) -> Iterator[Row]:
         "tracked": [sys.executable, "-m", "benchmarks.ref_scratch", *args, "--mlflow", plain_store],
     }
     settings.log(f"end to end: mlp-lab run --plugin scratch {' '.join(args)} vs ref_scratch, alone and with --mlflow")
-    first, _, _ = measure_process([*mlp_lab_command(), "run", "--plugin", "scratch", "--steps", "10", "-q"], folder, env)
-    measure_process([sys.executable, "-m", "benchmarks.ref_scratch", "--steps", "10", "--mlflow", plain_store], folder, env)
+    warm = ["--steps", "10", "--device", settings.device]
+    first, _, _ = measure_process([*mlp_lab_command(), "run", "--plugin", "scratch", *warm, "-q"], folder, env)
+    measure_process([sys.executable, "-m", "benchmarks.ref_scratch", *warm, "--mlflow", plain_store], folder, env)
     settings.log(f"  the first run in a new folder (creates the MLflow store): {first:.1f} s")
     times: dict[str, list[float]] = {side: [] for side in commands}
     cpu: dict[str, list[float]] = {side: [] for side in commands}
     memory: dict[str, list[float]] = {side: [] for side in commands}
-    for order in alternate(settings.repeats):
-        for side in (order[0], "tracked", order[1]):
+    for order in take_turns(list(commands), settings.repeats):
+        for side in order:
             wall, seconds, rss = measure_process(commands[side], folder, env)
             times[side].append(wall)
             cpu[side].append(seconds)

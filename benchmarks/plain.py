@@ -146,8 +146,8 @@ def track(result: Result, data: Data, uri: str, name: str, params: dict[str, Any
     """Log to MLflow by hand, once trained, what ``mlp-lab run`` logs for a run; returns the run id.
 
     Params, both datasets, every loss (in batches of 1000, as MLflow allows), the evaluations, the
-    figure and a pyfunc model with signature, input example and pinned requirements: the floor of
-    what tracking a run in MLflow costs, without mlp-lab.
+    figure and a pyfunc model (on the CPU) with signature, input example and pinned requirements:
+    what a straightforward script pays for tracking a run in MLflow, without mlp-lab.
     """
     import mlflow
     from mlflow.entities import Metric
@@ -177,6 +177,10 @@ def track(result: Result, data: Data, uri: str, name: str, params: dict[str, Any
         mlflow.log_metrics({"final_train_loss": result.final_train_loss, "train_time_s": result.train_time_s}, step=result.steps)
         mlflow.log_figure(figure(result, name), "loss_curve.png")
         if result.predict is not None:
+            for t in result.weights.values():  # a CPU model, as mlp-lab logs; ``predict`` holds these tensors
+                t.data = t.data.cpu()
+            if isinstance(result.predict, torch.nn.Module):
+                result.predict.cpu()
             model, example = Predictor(result.predict), data.test_x[:5].cpu().numpy()
             mlflow.pyfunc.log_model(
                 name="model",

@@ -98,6 +98,30 @@ def test_reference_script_logs_what_mlp_lab_logs_to_mlflow_by_hand(tmp_path):
     assert (predicted == ref.test_y[:100].numpy()).mean() > 0.5
 
 
+def test_end_to_end_case_takes_turns_and_reports_against_both_references(monkeypatch):
+    """The case's bookkeeping (the processes themselves are measured by the test above and by the benchmark)."""
+    figures = {"ours": (26.0, 46.0, 470.0), "ref": (21.0, 40.0, 275.0), "tracked": (27.0, 45.0, 476.0)}
+    measured = []
+
+    def fake_measure(command, cwd, env):
+        side = "tracked" if "--mlflow" in command else "ref" if "--out" in command else "ours"
+        if "10" not in command:  # not a warm-up
+            measured.append(side)
+        return figures[side]
+
+    monkeypatch.setattr(cases, "measure_process", fake_measure)
+    rows = list(cases.end_to_end_case(cases.Settings(loop_steps=2000, repeats=3, log=lambda _: None)))
+    assert measured == ["ours", "ref", "tracked", "ref", "tracked", "ours", "tracked", "ours", "ref"]  # every side in every place
+    assert [(r.unit, r.goal, r.passed) for r in rows] == [
+        ("s", 1.15, False),
+        ("s", None, None),
+        ("MiB", 1.5, False),
+        ("MiB", None, None),
+    ]
+    assert [round(r.ratio, 3) for r in rows] == [round(26 / 21, 3), round(26 / 27, 3), round(470 / 275, 3), round(470 / 476, 3)]
+    assert "by hand" in rows[1].case and "by hand" in rows[3].case
+
+
 def test_benchmark_command_prints_rows_and_json(tmp_path):
     """``python -m benchmarks`` end to end, on its cheapest case."""
     out = subprocess.run(
