@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import re
 import statistics
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -191,7 +192,13 @@ class Comparison:
 
         def table(headings: list[str], cells: list[list[str]], title: str | None, caption: str | None) -> Table:
             t = Table(
-                title=title, title_justify="left", caption=caption, caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False
+                title=title,
+                title_justify="left",
+                caption=caption,
+                caption_justify="left",
+                box=box.SIMPLE_HEAD,
+                pad_edge=False,
+                min_width=len(title or ""),
             )
             for h in headings:
                 if h == "plugin":
@@ -212,7 +219,7 @@ class Comparison:
             return table([heads[i] for i in columns], [[c[i] for i in columns] for c in cells], title, caption)
 
         keep = [i for i, h in enumerate(heads) if h not in self.columns]
-        chunks: list[list[int]] = [[]]  # the parameters in as many tables as it takes for none to fold a value
+        chunks: list[list[int]] = [[]]  # the parameters in as many tables as fit (a value folds only if wider alone)
         for i in (i for i, h in enumerate(heads) if h in self.columns):
             if chunks[-1] and Console(width=10_000).measure(part([0, *chunks[-1], i], None)).maximum > width:
                 chunks.append([])
@@ -542,7 +549,8 @@ def _mean_std_text(mean: float | None, std: float | None, spec: str) -> str:
 def _fmt(value: float, spec: str) -> str:
     """``spec``, but numbers too large for its significant digits in plain digits (123, not 1.2e+02)."""
     text = format(value, spec)
-    if spec.endswith("g") and math.isfinite(value) and abs(float(text)) >= 10 ** int(spec[1:-1] or 6):
+    digits = re.search(r"\.(\d+)g$", spec)
+    if digits and math.isfinite(value) and abs(float(text.replace(",", ""))) >= 10 ** int(digits[1]):
         return f"{value:.0f}"
     return text
 
