@@ -69,12 +69,19 @@ def read(path: Path, invert: bool = False) -> Images:
 
 
 def check_grey_levels(path: Path, rows: np.ndarray) -> None:
-    """A usage error for arrays that are not raw 0-255 grey levels: scaled or standardised ones would be misread silently."""
+    """A usage error for arrays that are not raw 0-255 grey levels, which would be misread silently.
+
+    Caught: NaN or infinite values, negative ones (standardised inputs), values above 255 (16-bit
+    images), and fractions within 0-1 (inputs scaled to 0-1). Not caught: a 0-1 image thresholded
+    to exactly 0 and 1, which is also a valid (nearly black) raw image.
+    """
     if not np.isfinite(rows).all():
         raise UsageError(f"{path}: holds NaN or infinite values")
     low, high = float(rows.min()), float(rows.max())
-    if low < 0 or high > 255:
-        raise UsageError(f"{path}: values run from {low:g} to {high:g}; expected raw grey levels 0-255 (not standardised)")
+    if low < 0:
+        raise UsageError(f"{path}: holds negative values (down to {low:g}); expected raw grey levels 0-255, not standardised")
+    if high > 255:
+        raise UsageError(f"{path}: values reach {high:g}; expected raw 8-bit grey levels 0-255")
     if high <= 1 and (rows != np.round(rows)).any():
         raise UsageError(f"{path}: values lie between 0 and 1; expected raw grey levels 0-255 (multiply by 255)")
 

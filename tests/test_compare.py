@@ -339,7 +339,7 @@ def test_predict_errors_are_one_line(lab, tmp_path):
     cases = [
         ((child, tmp_path / "bad.npy"), "expected images shaped"),
         ((child, tmp_path / "scaled.npy"), "values lie between 0 and 1; expected raw grey levels 0-255 (multiply by 255)"),
-        ((child, tmp_path / "standardised.npy"), "expected raw grey levels 0-255 (not standardised)"),
+        ((child, tmp_path / "standardised.npy"), "holds negative values"),
         ((child, tmp_path / "nan.npy"), "holds NaN or infinite values"),
         ((child, tmp_path / "small.png"), "image is 20x20, expected 28x28"),
         ((child, tmp_path / "text.png"), "not an image"),
@@ -351,6 +351,25 @@ def test_predict_errors_are_one_line(lab, tmp_path):
         result = invoke("predict", "--tracking-uri", lab.uri, "--run", run_id, path)
         assert result.exit_code == 2, (path, result.output)
         assert message in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_grey_level_check_accepts_raw_images_and_says_what_is_wrong_with_others(tmp_path):
+    from mlp_lab.errors import UsageError
+    from mlp_lab.predict import check_grey_levels
+
+    path = tmp_path / "x.npy"
+    raw = data.load("tiny").raw_test[:3].numpy().astype(np.float32)
+    for fine in (raw, np.zeros((2, 784)), np.full(784, 255.0), np.eye(28).reshape(1, 784)):  # black, white, 0/1 pixels
+        check_grey_levels(path, np.asarray(fine, dtype=np.float32))
+    wrong = [
+        (raw / 255, "values lie between 0 and 1"),
+        (raw - 30, "holds negative values"),
+        (raw * 257, "values reach 65535; expected raw 8-bit"),
+        (np.where(raw > 0, np.inf, 0), "NaN or infinite"),
+    ]
+    for rows, message in wrong:
+        with pytest.raises(UsageError, match=message):
+            check_grey_levels(path, rows.astype(np.float32))
 
 
 def test_ui_usage_errors_come_before_mlflow_starts(lab):
