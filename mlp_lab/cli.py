@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from mlp_lab.errors import PluginError, UsageError
+from mlp_lab.errors import PluginError, Terminated, UsageError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -24,7 +24,10 @@ class Group(click.Group):
             return super().main(*args, **kwargs)
         except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
-        except click.exceptions.Abort:
+        except click.exceptions.Abort as exc:
+            if isinstance(exc.__cause__, Terminated):
+                click.echo("Terminated.", err=True)
+                sys.exit(143)
             click.echo("Aborted.", err=True)
             sys.exit(130)
         except click.UsageError as exc:
@@ -147,7 +150,14 @@ def parse_seeds(seed: int | None, seeds: str | None, repeat: int | None) -> list
 @tracking_options
 def run(**kw: Any) -> None:
     """Train implementations on the same data, seeds and budget; log each as an MLflow run."""
+    import signal
+
     from mlp_lab import runner
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise Terminated("terminated (SIGTERM)")
+
+    signal.signal(signal.SIGTERM, terminate)  # like Ctrl-C: the current run ends KILLED with what it logged
 
     sys.exit(runner.run_command(**kw, overrides=_overrides(kw), seed_list=parse_seeds(kw["seed"], kw["seeds"], kw["repeat"])))
 

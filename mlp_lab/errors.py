@@ -11,6 +11,10 @@ class PluginError(Exception):
     """A plugin could not be loaded, registered or run; the message names it and its distribution."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a job scheduler): the current run ends KILLED, as with Ctrl-C."""
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (MLflow's run to pages), else its type's name."""
     text = str(getattr(exc, "message", None) or exc).strip()

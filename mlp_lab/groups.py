@@ -30,9 +30,9 @@ def execute_group(specs: list[RunSpec], data: Any, device: Any, tracker: Any, qu
     try:
         for spec in specs:
             outcomes.append(execute(spec, data, device, tracker, parent=group.run_id, quiet=quiet))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (errors.Terminated)
         group.log_metrics(_counts(outcomes, len(specs)), 0)
-        group.end("KILLED", "interrupted (Ctrl-C)")
+        group.end("KILLED", str(exc) or "interrupted (Ctrl-C)")
         raise
     group.log_metrics(_counts(outcomes, len(specs)), 0)
     failed = [o for o in outcomes if o.status != "FINISHED"]

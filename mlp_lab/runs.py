@@ -2,8 +2,8 @@
 
 Everything that can be checked is checked before the first run is created, so bad input never
 leaves a half-written run. A run whose implementation raises, or whose loss stops being finite,
-ends FAILED with the reason recorded on it; the next run still goes. Ctrl-C ends the current
-run KILLED, with every metric fetched so far kept.
+ends FAILED with the reason recorded on it; the next run still goes. Ctrl-C or SIGTERM ends
+the current run KILLED, with every metric fetched so far kept.
 """
 
 from __future__ import annotations
@@ -114,13 +114,13 @@ def execute(
         progress.close()
         run.end("FINISHED")
         return Outcome(spec, run.run_id, "FINISHED", metrics=metrics, model_uri=model_uri, summary=summary)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (errors.Terminated)
         progress.close()
         for ev in held:
             run.log_metrics(ev.metrics(), ev.step)
-        run.end("KILLED", "interrupted (Ctrl-C)")
+        run.end("KILLED", str(exc) or "interrupted (Ctrl-C)")
         raise
-    except Exception as exc:  # noqa: BLE001 - a failing plugin ends its own run, not the tool
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a failing plugin (even one calling sys.exit) ends its own run
         progress.close()
         for ev in held:
             run.log_metrics(ev.metrics(), ev.step)

@@ -88,9 +88,16 @@ class Inf(Linear):
     def train_step(self, batch, step):
         return torch.tensor(float("inf")) if step == 2 else self.loss(batch)
 
+class Exits(Linear):
+    def train_step(self, batch, step):
+        if step == 2:
+            raise SystemExit(3)
+        return self.loss(batch)
+
 @hookimpl
 def register_implementations(register):
     register("inf-loss", "Its loss becomes infinite at step 2.", Inf)
+    register("exits-in-step", "Calls sys.exit(3) at step 2.", Exits)
 """,
     ),
     "clash-dist": (
@@ -158,8 +165,8 @@ def test_a_rejected_implementation_is_a_one_line_error_naming_its_plugin(broken_
 
 def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_world, run_cli, store):
     result = run_cli(
-        "run", *("--plugin", "scratch", "--plugin", "lazy-gap", "--plugin", "inf-loss", "--plugin", "clash-dist:scratch"),
-        *("--tiny", "--steps", "5", "-q"),
+        "run", *("--plugin", "scratch", "--plugin", "lazy-gap", "--plugin", "inf-loss", "--plugin", "exits-in-step"),
+        *("--plugin", "clash-dist:scratch", "--tiny", "--steps", "5", "-q"),
     )  # fmt: skip
     assert result.exit_code == 1 and "Traceback" not in result.output
     runs = {r.data.params["plugin"]: r for r in runs_in(store) if r.data.tags.get("mlp_lab.kind") == "run"}
@@ -167,6 +174,7 @@ def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_
         "scratch": "FINISHED",
         "lazy-gap": "FAILED",
         "inf-loss": "FAILED",
+        "exits-in-step": "FAILED",  # sys.exit in a plugin ends its run, not the tool
         "clash-dist:scratch": "FINISHED",
     }
     assert runs["scratch"].data.params["plugin_distribution"] == "mlp-lab"
@@ -176,6 +184,7 @@ def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_
     inf = runs["inf-loss"].data.tags["mlp_lab.error"]
     assert "(plugin 'inf_mod' from inf-loss 0.1) failed: NonFiniteLoss: the training loss became inf at step 2" in inf
     assert gap in result.stderr and inf in result.stderr
+    assert runs["exits-in-step"].data.tags["mlp_lab.error"].endswith("failed: SystemExit: 3")
 
 
 def test_tracing_prints_each_hook_call_its_arguments_and_its_result(plugin_dist, run_cli, monkeypatch):

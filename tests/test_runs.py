@@ -180,8 +180,13 @@ def test_a_failing_plugin_ends_its_run_failed_and_others_go_on(how, expected, ru
     assert group.data.metrics["runs_succeeded"] == 1 and group.data.metrics["runs_failed"] == 1
 
 
-def test_ctrl_c_ends_the_run_killed_with_its_metrics(store, tmp_path):
-    """A real SIGINT to a real process, once the run has logged some losses."""
+@pytest.mark.parametrize(
+    ("sig", "code", "reason"),
+    [(signal.SIGINT, 130, "interrupted (Ctrl-C)"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_ctrl_c_or_sigterm_ends_the_run_killed_with_its_metrics(store, tmp_path, sig, code, reason):
+    """A real SIGINT (Ctrl-C) or SIGTERM (kill, timeout, a job scheduler) to a real process, once the run has logged losses."""
     from mlp_lab.tracking import Tracker
 
     Tracker(None, "mlp-lab")  # create the store first: two processes must not both create its tables
@@ -206,13 +211,13 @@ def test_ctrl_c_ends_the_run_killed_with_its_metrics(store, tmp_path):
             time.sleep(0.5)
         assert run_id, "the run never logged a loss"
         time.sleep(1)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert "Traceback" not in err
     run = client(store).get_run(run_id)
-    assert run.info.status == "KILLED"
+    assert run.info.status == "KILLED" and run.data.tags["mlp_lab.error"] == reason
     steps = sorted(m.step for m in client(store).get_metric_history(run_id, "train_loss"))
     assert len(steps) >= 50 and steps == list(range(len(steps)))
