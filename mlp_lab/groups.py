@@ -26,6 +26,7 @@ def execute_group(specs: list[RunSpec], data: Any, device: Any, tracker: Any, qu
         **{f"shared.{k}": v for k, v in shared.items()},
     }
     group = tracker.start_run(f"compare-{'-'.join(names)[:60]}-{time.strftime('%H%M%S')}", params, tags={"mlp_lab.kind": "group"})
+    group.ready()
     outcomes: list[Outcome] = []
     try:
         for spec in specs:

@@ -84,10 +84,9 @@ def run_command(
         from mlp_lab.devices import check_compile
 
         check_compile(dev)
+    tracker = open_tracker(tracking_uri, experiment)  # opens while the data loads
     data = data_module.load(size, data_dir)
-    tracker = open_tracker(tracking_uri, experiment)
-    if compile_step:  # compiling imports much of torch: not at the same time as MLflow (see Tracker)
-        tracker.wait()
+    tracker.wait()  # before any training: a store that cannot be used fails now, not once the training is done
     specs = [RunSpec(impl, classes[impl.name], hps[impl.name], seed, compile_step) for impl in impls for seed in seed_list]
 
     if len(specs) == 1:
@@ -104,7 +103,7 @@ def run_command(
 
 
 def open_tracker(uri: str | None, experiment: str) -> Any:
-    """The MLflow experiment to log to, opened in the background while training starts.
+    """The MLflow experiment to log to, opening in the background (see :meth:`Tracker.wait`).
 
     An unreachable or invalid store is a usage error (``StoreError``), raised as soon as it is known.
     """

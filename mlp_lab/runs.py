@@ -88,6 +88,7 @@ def execute(
     name = f"{spec.impl.name}-s{spec.seed}"
     tags = {"mlp_lab.plugin": spec.impl.name, "mlp_lab.kind": "run"}
     run = tracker.start_run(name, {**params_of(spec, data, device), **device_params(device)}, tags=tags, parent=parent)
+    run.ready()  # the run exists before training starts: a store that cannot take it fails now
     progress = Progress(name, spec.hp.steps, quiet=quiet)
 
     def on_losses(values: list[float], first: int) -> None:

@@ -14,12 +14,13 @@ failed or interrupted run writes what it has before it closes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,11 +89,13 @@ class Tracker:
     Opening the store imports MLflow, creates the tables and finds the experiment; it also imports
     what runs need later (MLflow's pyfunc flavour and datasets, matplotlib), so that all of it is
     imported by one thread. With ``background=True`` this happens in a thread that runs only on CPU
-    time nothing else wants (Linux's idle scheduling class): beside training when a core is spare,
-    after it when training keeps every core busy (there, overlapping cost training 1.5 times the
-    CPU the opening took). :meth:`hurry` lifts that, where the system allows it. Whatever needs the
-    store waits for it (:meth:`wait`), and a store that cannot be opened raises :class:`StoreError`
-    there. Otherwise it happens now, raising MLflow's own error.
+    time nothing else wants (Linux's idle scheduling class), beside the caller's own preparation
+    (``mlp-lab run`` loads its data meanwhile, then waits for the store before training: beside
+    training, the opening cost training 1.5 times the CPU it took). :meth:`hurry` lifts that, where
+    the system allows it. Whatever needs the store waits for it (:meth:`wait`), and a store that
+    cannot be opened raises :class:`StoreError` there. Otherwise it happens now, raising MLflow's
+    own error. Local SQLite stores are opened under a lock (``<database>.lock``), so that runs
+    started at once do not both create the tables or the experiment.
 
     Python's imports are not safe against two threads importing the same packages at once: until
     :meth:`wait` returns, no other thread may import MLflow or matplotlib.
@@ -128,13 +131,16 @@ class Tracker:
 
             quiet_mlflow_logs()
             mlflow.set_tracking_uri(self.uri)
-            client = MlflowClient(self.uri)
-            found = client.get_experiment_by_name(self.experiment)
-            self._experiment_id = (
-                found.experiment_id
-                if found is not None
-                else client.create_experiment(self.experiment, artifact_location=_experiment_artifacts(self.uri, self.experiment))
-            )
+            with _store_lock(self.uri):  # two mlp-lab processes must not both create the tables or the experiment
+                client = MlflowClient(self.uri)
+                found = client.get_experiment_by_name(self.experiment)
+                self._experiment_id = (
+                    found.experiment_id
+                    if found is not None
+                    else client.create_experiment(
+                        self.experiment, artifact_location=_experiment_artifacts(self.uri, self.experiment)
+                    )
+                )
             mlflow.set_experiment(experiment_id=self._experiment_id)  # where MLflow puts logged models
             self._client = client
             _import_the_rest()
@@ -235,8 +241,16 @@ class RunLog:
         return self.tracker.client
 
     def ready(self) -> RunLog:
-        """Wait until the run exists (and with it the store, and MLflow and matplotlib imported)."""
-        self.run_id  # noqa: B018 - waits, or raises why the run does not exist
+        """Wait until the run exists (and with it the store, and MLflow and matplotlib imported).
+
+        :class:`StoreError` when the store cannot take it (a read-only database, say).
+        """
+        try:
+            self.run_id  # noqa: B018 - waits, or raises why the run does not exist
+        except StoreError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever MLflow's store raised
+            raise StoreError(f"cannot create a run in the MLflow store {self.tracker.uri}: {first_line(exc)}") from None
         return self
 
     # -- metrics -------------------------------------------------------------------------------
@@ -418,6 +432,24 @@ def _import_the_rest() -> None:
             requirements_utils._init_packages_to_modules_map()
     except Exception:  # noqa: BLE001 - MLflow's private cache: without it, logging the model builds it
         pass
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """For a local SQLite store, an exclusive lock on ``<database>.lock`` beside it (POSIX; elsewhere none)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        fcntl = None  # type: ignore[assignment]
+    if fcntl is None or not uri.startswith("sqlite:///"):
+        yield
+        return
+    with open(Path(uri[len("sqlite:///") :]).with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _experiment_artifacts(uri: str, experiment: str) -> str | None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from .conftest import runs_in
+from .conftest import runs_in, subprocess_env
 
 CASES = {
     "unknown plugin": (["--plugin", "nope"], "unknown plugin 'nope'; known: augment, autograd,"),
@@ -76,3 +79,31 @@ def test_a_data_folder_from_the_environment_need_not_exist_yet(run_cli, store, t
     )
     assert result.exit_code == 0, result.output
     assert len(runs_in(store)) == 1
+
+
+def test_a_store_that_cannot_take_the_run_fails_before_training(store, tmp_path):
+    """A deleted experiment: one line and exit 2 at once, not after a million steps of training."""
+    from mlflow import MlflowClient
+
+    from mlp_lab.tracking import Tracker
+
+    Tracker(None, "gone")
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    client.delete_experiment(client.get_experiment_by_name("gone").experiment_id)
+    command = [sys.executable, "-m", "mlp_lab", "run", "--plugin", "scratch", "--steps", "1000000", "--experiment", "gone"]
+    result = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.startswith("Error: cannot open the MLflow store") and "deleted experiment" in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stdout == ""  # no progress: training never started
+
+
+def test_runs_started_at_once_in_a_new_folder_both_finish(tmp_path):
+    """Two processes creating the same new store: they take turns instead of one failing after training."""
+    command = [sys.executable, "-m", "mlp_lab", "run", "--plugin", "scratch", "--tiny", "--steps", "5", "-q"]
+    procs = [
+        subprocess.Popen(command, cwd=tmp_path, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    results = [(p.wait(timeout=180), p.stderr.read()) for p in procs]
+    assert [code for code, _ in results] == [0, 0], [err[-1500:] for _, err in results]
+    assert sorted(r.info.status for r in runs_in(tmp_path / "mlruns")) == ["FINISHED", "FINISHED"]
