@@ -25,6 +25,10 @@ class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+class BadScores(RuntimeError):
+    """``predict`` returned something other than (N, 10) class scores."""
+
+
 @dataclass
 class Evaluation:
     step: int
@@ -95,7 +99,12 @@ def evaluate(model: Model, batch: Batch) -> tuple[float, float]:
     for s in range(0, n, EVAL_CHUNK):
         part = Batch(batch.x[s : s + EVAL_CHUNK], batch.y[s : s + EVAL_CHUNK], batch.onehot[s : s + EVAL_CHUNK])
         total_loss += model.loss(part).float().item() * len(part)
-        correct += (model.predict(part.x).argmax(1) == part.y).sum().item()
+        scores = model.predict(part.x)
+        if tuple(scores.shape) != (len(part), Model.n_out):
+            raise BadScores(
+                f"predict returned shape {tuple(scores.shape)} for {len(part)} inputs; expected ({len(part)}, {Model.n_out})"
+            )
+        correct += (scores.argmax(1) == part.y).sum().item()
     return total_loss / n, correct / n
 
 

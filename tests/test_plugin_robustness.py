@@ -94,10 +94,18 @@ class Exits(Linear):
             raise SystemExit(3)
         return self.loss(batch)
 
+class ThreeScores(Linear):
+    def predict(self, x):
+        return (x @ self.w)[:, :3]
+
+    def loss(self, batch):
+        return ((batch.x @ self.w - batch.onehot) ** 2).sum()
+
 @hookimpl
 def register_implementations(register):
     register("inf-loss", "Its loss becomes infinite at step 2.", Inf)
     register("exits-in-step", "Calls sys.exit(3) at step 2.", Exits)
+    register("three-scores", "Predicts 3 scores instead of 10.", ThreeScores)
 """,
     ),
     "clash-dist": (
@@ -166,7 +174,7 @@ def test_a_rejected_implementation_is_a_one_line_error_naming_its_plugin(broken_
 def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_world, run_cli, store):
     result = run_cli(
         "run", *("--plugin", "scratch", "--plugin", "lazy-gap", "--plugin", "inf-loss", "--plugin", "exits-in-step"),
-        *("--plugin", "clash-dist:scratch", "--tiny", "--steps", "5", "-q"),
+        *("--plugin", "three-scores", "--plugin", "clash-dist:scratch", "--tiny", "--steps", "5", "-q"),
     )  # fmt: skip
     assert result.exit_code == 1 and "Traceback" not in result.output
     runs = {r.data.params["plugin"]: r for r in runs_in(store) if r.data.tags.get("mlp_lab.kind") == "run"}
@@ -175,6 +183,7 @@ def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_
         "lazy-gap": "FAILED",
         "inf-loss": "FAILED",
         "exits-in-step": "FAILED",  # sys.exit in a plugin ends its run, not the tool
+        "three-scores": "FAILED",
         "clash-dist:scratch": "FINISHED",
     }
     assert runs["scratch"].data.params["plugin_distribution"] == "mlp-lab"
@@ -185,6 +194,11 @@ def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_
     assert "(plugin 'inf_mod' from inf-loss 0.1) failed: NonFiniteLoss: the training loss became inf at step 2" in inf
     assert gap in result.stderr and inf in result.stderr
     assert runs["exits-in-step"].data.tags["mlp_lab.error"].endswith("failed: SystemExit: 3")
+    assert (
+        runs["three-scores"]
+        .data.tags["mlp_lab.error"]
+        .endswith("failed: BadScores: predict returned shape (500, 3) for 500 inputs; expected (500, 10)")
+    )
 
 
 def test_tracing_prints_each_hook_call_its_arguments_and_its_result(plugin_dist, run_cli, monkeypatch):
