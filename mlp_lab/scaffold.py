@@ -51,6 +51,8 @@ def names_for(raw: str) -> Names:
         ) from None
     if name == "mlp-lab":
         raise UsageError("'mlp-lab' is mlp-lab itself; pick another name for the plugin")
+    if name == "all":
+        raise UsageError("'all' is reserved ('mlp-lab run --plugin all' runs every implementation); pick another name")
     module = name.replace("-", "_").replace(".", "_")
     if not module.isidentifier() or keyword.iskeyword(module):
         module = f"mlp_lab_{module}"
@@ -91,7 +93,10 @@ def create(raw_name: str, folder: Path | None = None) -> tuple[Names, Path, list
         raise UsageError(f"{target.parent}: no such folder")
     files = render(names)
     staging = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
-    staging.mkdir()
+    try:
+        staging.mkdir()
+    except OSError as exc:
+        raise UsageError(f"cannot write into {target.parent}: {exc.strerror or exc}") from None
     try:
         for rel, text in files.items():
             path = staging / rel
@@ -100,6 +105,9 @@ def create(raw_name: str, folder: Path | None = None) -> tuple[Names, Path, list
         if target.exists():
             target.rmdir()
         staging.rename(target)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UsageError(f"cannot write {target}: {exc.strerror or exc}") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -54,6 +54,7 @@ def test_a_name_that_is_not_a_python_identifier_gets_a_module_that_is(run_cli, s
         ("émile", "not a valid distribution name"),
         ("scratch", "already an implementation"),
         ("mlp-lab", "mlp-lab itself"),
+        ("all", "'all' is reserved"),
         ("pytest", "module named 'pytest' is already importable"),
     ],
 )
@@ -78,6 +79,12 @@ def test_an_existing_folder_is_never_overwritten(run_cli, store, tmp_path):
     assert run_cli("new-plugin", "relu-mlp", "--dir", empty).exit_code == 0  # an empty folder is fine
     assert files_under(empty) == FILES
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
+
+
+def test_a_folder_that_cannot_be_written_is_one_line(run_cli, store):
+    result = run_cli("new-plugin", "relu-mlp", "--dir", "/proc/relu-mlp")  # /proc takes no new folders, even as root
+    assert result.exit_code == 2 and result.stderr.startswith("Error: cannot write into /proc")
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_the_scaffold_installed_as_a_distribution_passes_its_own_conformance_test(run_cli, store, tmp_path, monkeypatch):
