@@ -142,7 +142,7 @@ def parse_seeds(seed: int | None, seeds: str | None, repeat: int | None) -> list
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder with the MNIST IDX files (must exist; default: MLP_LAB_DATA_DIR, else the user cache, filled if missing).",
+    help="With --full: the folder with the MNIST IDX files (must exist; default: MLP_LAB_DATA_DIR, else the user cache).",
 )
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--compile", "compile_step", is_flag=True, help="Compile the training step (torch.compile; CUDA graphs on a GPU).")
@@ -205,6 +205,7 @@ def gradcheck(plugin: str, samples: int, seed: int, entries: int, params: tuple[
     impl = get_registry().get(plugin)
     overrides = parse_params(params) | ({"hidden": hidden} if hidden is not None else {})
     check_overrides([impl], overrides)
+    parse_seeds(seed, None, None)  # the same seed range as run's
     sys.exit(check.run(impl, impl.hyperparams(overrides), samples=samples, seed=seed, entries=entries))
 
 

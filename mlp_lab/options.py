@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,8 @@ class Option:
                 converted = self.type(value)
         except (TypeError, ValueError):
             raise UsageError(f"{where}{self.name} must be {self.type.__name__}, got {value!r}") from None
+        if self.type is float and not math.isfinite(converted):
+            raise UsageError(f"{where}{self.name} must be a finite number, got {value!r}")
         if self.choices is not None and converted not in self.choices:
             raise UsageError(f"{where}{self.name} must be one of {', '.join(map(str, self.choices))}, got {value!r}")
         if self.min is not None and converted < self.min:
@@ -63,7 +66,7 @@ class Option:
 # The shared hyperparameters: every implementation gets them, the core uses steps, batch_size and
 # eval_every, and an implementation's defaults may override any default here.
 SHARED = (
-    Option("steps", int, 10000, "training steps", min=1),
+    Option("steps", int, 10000, "training steps", min=1, max=10**8),
     Option("lr", float, 0.1, "learning rate", above=0.0),
     Option("hidden", int, 50, "hidden units per layer", min=1),
     Option("batch_size", int, None, "samples per step (default: the whole training set)", min=1),

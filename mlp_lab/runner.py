@@ -64,6 +64,8 @@ def run_command(
     impls = select(plugins)
     check_overrides(impls, overrides)
     size = data_size(tiny, full)
+    if data_dir is not None and size != "full":
+        raise UsageError("--data-dir is read with --full only (the default and --tiny sets are embedded in mlp-lab)")
     if data_dir is not None and not data_dir.is_dir():
         raise UsageError(f"--data-dir {data_dir}: no such folder")
     n_train = SIZES[size][0]
@@ -140,7 +142,21 @@ def print_outcomes(outcomes: list[Any], tracker: Any, parent: str | None) -> Non
     needed = Measurement.get(probe, probe.options, table).maximum
     console = Console(file=sys.stdout, width=max(Console().width, needed))
     console.print(table)
-    console.print(f"Tracked in {tracker.uri} (experiment id {tracker.experiment_id}).")
+    lines = [f"Tracked in {tracker.uri} (experiment id {tracker.experiment_id})."]
     if parent:
-        console.print(f"Comparison group: run {parent}")
-    console.print("See them with: mlp-lab ui")
+        lines.append(f"Comparison group: run {parent}")
+    lines.append(f"See them with: {ui_command(tracker.uri)}")
+    for line in lines:  # whole lines, as typed: never wrapped, never read as markup
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
+def ui_command(uri: str) -> str:
+    """Where to see the runs in ``uri``: a server's own address, else ``mlp-lab ui`` (naming the store unless default)."""
+    import shlex
+
+    from mlp_lab.tracking import DEFAULT_DIR
+
+    if uri.startswith(("http://", "https://")):
+        return uri
+    default = f"sqlite:///{(DEFAULT_DIR / 'mlflow.db').resolve()}"
+    return "mlp-lab ui" if uri == default else f"mlp-lab ui --tracking-uri {shlex.quote(uri)}"

@@ -15,6 +15,11 @@ CASES = {
     "lr negative": (["--plugin", "scratch", "--lr", "-1"], "lr must be > 0.0"),
     "hidden zero": (["--plugin", "scratch", "--hidden", "0"], "hidden must be >= 1"),
     "steps zero": (["--plugin", "scratch", "--steps", "0"], "steps must be >= 1"),
+    "steps huge": (["--plugin", "scratch", "--steps", "99999999999999999999"], "steps must be <= 100000000"),
+    "lr nan": (["--plugin", "scratch", "--lr", "nan"], "lr must be a finite number, got nan"),
+    "lr inf": (["--plugin", "scratch", "--lr", "inf"], "lr must be a finite number"),
+    "option nan": (["--plugin", "dropout", "-p", "dropout=nan"], "dropout must be a finite number, got 'nan'"),
+    "option overflows": (["--plugin", "scratch", "-p", "init_std=1e400"], "init_std must be a finite number"),
     "batch size zero": (["--plugin", "scratch", "--batch-size", "0"], "batch_size must be >= 1"),
     "batch size too large": (["--plugin", "scratch", "--batch-size", "1001"], "larger than the training set (1000)"),
     "batch size too large for tiny": (
@@ -23,6 +28,7 @@ CASES = {
     ),
     "missing data folder": (["--plugin", "scratch", "--full", "--data-dir", "/no/such/folder"], "/no/such/folder"),
     "tiny and full": (["--plugin", "scratch", "--tiny", "--full"], "--tiny and --full exclude each other"),
+    "data folder without full": (["--plugin", "scratch", "--data-dir", "."], "--data-dir is read with --full only"),
     "unknown option": (["--plugin", "scratch", "-p", "nope=1"], "unknown parameter 'nope'"),
     "bad option value": (["--plugin", "scratch", "-p", "decay_at=soon"], "decay_at must be int"),
     "malformed -p": (["--plugin", "scratch", "-p", "decay_at"], "-p expects NAME=VALUE"),
@@ -55,6 +61,10 @@ def test_gradcheck_unknown_plugin(run_cli):
     (line,) = result.stderr.strip().splitlines()
     assert result.exit_code == 2 and line.startswith("Error: unknown plugin 'nope'; known: ")
     assert {"scratch", "autograd", "nn-module"} <= set(line.split("known: ")[1].split(", "))
+    negative = run_cli("gradcheck", "--plugin", "scratch", "--seed", "-3")  # the seed range of run
+    assert negative.exit_code == 2 and negative.stderr.strip() == (
+        "Error: seed -3 is out of range: seeds are 0 to 9223372036854775807 (torch's seed range)"
+    )
 
 
 def test_help_and_version_everywhere(run_cli):
@@ -107,3 +117,11 @@ def test_runs_started_at_once_in_a_new_folder_both_finish(tmp_path):
     results = [(p.wait(timeout=180), p.stderr.read()) for p in procs]
     assert [code for code, _ in results] == [0, 0], [err[-1500:] for _, err in results]
     assert sorted(r.info.status for r in runs_in(tmp_path / "mlruns")) == ["FINISHED", "FINISHED"]
+
+
+def test_the_hint_names_the_store_that_is_not_the_default(run_cli, store, tmp_path):
+    other = tmp_path / "elsewhere" / "x.db"
+    other.parent.mkdir()
+    result = run_cli("run", "--plugin", "scratch", "--tiny", "--steps", "3", "-q", "--tracking-uri", f"sqlite:///{other}")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.rstrip().endswith(f"See them with: mlp-lab ui --tracking-uri sqlite:///{other}")

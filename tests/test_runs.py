@@ -63,6 +63,7 @@ def finished(tmp_path_factory):
     finally:
         os.chdir(cwd)
     assert result.exit_code == 0, result.output
+    assert result.stdout.rstrip().endswith("See them with: mlp-lab ui")  # the default store: no --tracking-uri needed
     (run,) = runs_in(folder / "mlruns")
     return folder / "mlruns", run, result
 

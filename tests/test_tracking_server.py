@@ -79,6 +79,7 @@ def test_run_against_a_tracking_server(server, run_cli, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "mlruns").exists()  # nothing went to the local default store
+    assert f"See them with: {server}" in result.stdout  # the server's own UI, not the default store's
     client = MlflowClient(server)
     (run,) = client.search_runs([client.get_experiment_by_name("remote").experiment_id])
     assert run.info.status == "FINISHED" and run.data.params["plugin"] == "scratch"
