@@ -123,7 +123,12 @@ def test_a_conforming_third_party_model_passes_with_its_gradients_checked(bad_mo
     [
         (testing.check_registered, "two-lines", {}, "description must be one non-empty line"),
         (testing.check_registered, "nope", {}, "unknown plugin 'nope'"),
-        (testing.check_predictions, "nine-scores", {"steps": 5}, "shape (100, 10)"),
+        (
+            testing.check_predictions,
+            "nine-scores",
+            {"steps": 5},
+            "predict returned shape (500, 9) for 500 inputs; expected (500, 10)",
+        ),
         (testing.check_deterministic, "unseeded", {"steps": 5}, "differ from step 0"),
         (testing.check_learns, "idle", {"steps": 5}, "did not lower the training loss"),
         (testing.check_gradients, "wrong-gradient", {}, "hand-written gradients differ from autograd's: w"),
