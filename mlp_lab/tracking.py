@@ -88,14 +88,13 @@ class Tracker:
 
     Opening the store imports MLflow, creates the tables and finds the experiment; it also imports
     what runs need later (MLflow's pyfunc flavour and datasets, matplotlib), so that all of it is
-    imported by one thread. With ``background=True`` this happens in a thread that runs only on CPU
-    time nothing else wants (Linux's idle scheduling class), beside the caller's own preparation
-    (``mlp-lab run`` loads its data meanwhile, then waits for the store before training: beside
-    training, the opening cost training 1.5 times the CPU it took). :meth:`hurry` lifts that, where
-    the system allows it. Whatever needs the store waits for it (:meth:`wait`), and a store that
-    cannot be opened raises :class:`StoreError` there. Otherwise it happens now, raising MLflow's
-    own error. Local SQLite stores are opened under a lock (``<database>.lock``), so that runs
-    started at once do not both create the tables or the experiment.
+    imported by one thread. With ``background=True`` this happens in a thread, beside the caller's
+    own preparation (``mlp-lab run`` loads its data meanwhile, then waits for the store before
+    training: beside training, the opening cost training 1.5 times the CPU it took). Whatever needs
+    the store waits for it (:meth:`wait`), and a store that cannot be opened raises
+    :class:`StoreError` there. Otherwise it happens now, raising MLflow's own error. Local SQLite
+    stores are opened under a lock (``<database>.lock``), so that runs started at once do not both
+    create the tables or the experiment.
 
     Python's imports are not safe against two threads importing the same packages at once: until
     :meth:`wait` returns, no other thread may import MLflow or matplotlib.
@@ -107,22 +106,12 @@ class Tracker:
         self.experiment = experiment
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._opener: int | None = None  # the native id of the thread opening the store in the background
         if background:
-            threading.Thread(target=self._open_idle, name="mlflow-open", daemon=True).start()
+            threading.Thread(target=self._open, name="mlflow-open", daemon=True).start()
         else:
             self._open()
             if self._error is not None:
                 raise self._error
-
-    def _open_idle(self) -> None:
-        if hasattr(os, "SCHED_IDLE"):
-            try:
-                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: this thread, not the process
-                self._opener = threading.get_native_id()
-            except OSError:
-                pass
-        self._open()
 
     def _open(self) -> None:
         try:
@@ -148,20 +137,6 @@ class Tracker:
             self._error = exc
         finally:
             self._ready.set()
-
-    def hurry(self) -> None:
-        """Let the opening compete for the CPU like any thread, if it has not finished (best effort:
-        leaving the idle class needs privilege or ``ulimit -e`` 20 on Linux; else it waits for idle time)."""
-        opener = self._opener
-        if opener is not None and not self._ready.is_set():
-            try:
-                os.sched_setscheduler(opener, os.SCHED_OTHER, os.sched_param(0))
-            except OSError:
-                pass
-
-    def opened_within(self, seconds: float) -> bool:
-        """Wait up to ``seconds`` for the store to be open (or to have failed); whether it is."""
-        return self._ready.wait(seconds)
 
     def wait(self) -> Tracker:
         """Block until the store is open; :class:`StoreError` when it cannot be."""
@@ -291,8 +266,6 @@ class RunLog:
             self.tracker.wait()
 
     def _work(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> None:
-        if not self.tracker.opened_within(self._interval):  # metrics should not wait longer than that
-            self.tracker.hurry()
         try:
             self._run_id, self.artifact_uri = self.tracker.create_run(name, params, tags)
         except BaseException as exc:  # noqa: BLE001 - reported by run_id, flush and end

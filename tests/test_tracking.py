@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -60,27 +59,3 @@ def test_a_bad_metrics_interval_is_a_usage_error(monkeypatch):
     monkeypatch.setenv("MLP_LAB_METRICS_INTERVAL", "soon")
     with pytest.raises(UsageError, match="MLP_LAB_METRICS_INTERVAL must be a number"):
         metrics_interval()
-
-
-def may_leave_idle_class() -> bool:
-    import resource
-
-    return os.geteuid() == 0 or resource.getrlimit(resource.RLIMIT_NICE)[0] >= 20
-
-
-@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux's idle scheduling class")
-def test_the_store_opens_on_idle_cpu_time_until_hurried(store):
-    """The background opening never takes CPU time from training, unless hurried (metrics are due)."""
-    tracker = Tracker(None, "idle", background=True)
-    assert wait_for(lambda: tracker._opener is not None, 5)  # set first, before the seconds of opening
-    opener = tracker._opener
-    if not tracker.opened_within(0):
-        try:
-            assert os.sched_getscheduler(opener) == os.SCHED_IDLE
-            tracker.hurry()
-            if may_leave_idle_class():
-                assert os.sched_getscheduler(opener) == os.SCHED_OTHER
-        except ProcessLookupError:  # it finished in between
-            pass
-    assert tracker.wait().experiment_id
-    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the caller's own thread is untouched
