@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 import torch
 
@@ -17,6 +16,7 @@ from mlp_lab import devices
 from mlp_lab.data import Batch, Dataset
 from mlp_lab.model import Model
 from mlp_lab.options import Hyperparams
+from mlp_lab.summary import Evaluation, Summary
 
 EVAL_CHUNK = 10000
 
@@ -27,51 +27,6 @@ class NonFiniteLoss(RuntimeError):
 
 class BadScores(RuntimeError):
     """``predict`` returned something other than (N, 10) class scores."""
-
-
-@dataclass
-class Evaluation:
-    step: int
-    train_loss: float
-    train_accuracy: float
-    test_loss: float
-    test_accuracy: float
-    train_time_s: float = 0.0  # training time before this evaluation (evaluations excluded)
-
-    def metrics(self) -> dict[str, float]:
-        return {
-            "train_accuracy": self.train_accuracy,
-            "test_accuracy": self.test_accuracy,
-            "train_eval_loss": self.train_loss,
-            "test_loss": self.test_loss,
-        }
-
-
-@dataclass
-class Summary:
-    steps: int = 0
-    train_time_s: float = 0.0
-    eval_time_s: float = 0.0
-    compile_time_s: float = 0.0  # with compile: time spent compiling, not counted in train_time_s
-    peak_memory_mb: float = math.nan
-    losses: list[float] = field(default_factory=list)
-    evaluations: list[Evaluation] = field(default_factory=list)
-
-    @property
-    def final(self) -> Evaluation:
-        return self.evaluations[-1]
-
-    def metrics(self) -> dict[str, float]:
-        """The run's final figures."""
-        return {
-            **self.final.metrics(),
-            "final_train_loss": self.losses[-1] if self.losses else math.nan,
-            "train_time_s": self.train_time_s,
-            "eval_time_s": self.eval_time_s,
-            "steps_per_s": self.steps / self.train_time_s if self.train_time_s > 0 else math.nan,
-            **({"compile_time_s": self.compile_time_s} if self.compile_time_s else {}),
-            **({"peak_memory_mb": self.peak_memory_mb} if not math.isnan(self.peak_memory_mb) else {}),
-        }
 
 
 def eval_interval(hp: Hyperparams) -> int:
