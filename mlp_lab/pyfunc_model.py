@@ -1,59 +1,55 @@
 """The model MLflow stores for every run: raw 0-255 pixel rows in, predicted digits out.
 
-It wraps an inference copy of the implementation's model (on the CPU, optimizers dropped) with
-the normalisation of its training data, so ``mlflow.pyfunc.load_model(uri).predict(rows)`` needs
-nothing else. Loading needs the plugin's package installed, as for any pickled Python model.
+It is logged as an MLflow model from code: MLflow keeps ``pyfunc_code.py``, which builds a
+:class:`DigitClassifier`, and the run's model file (:mod:`mlp_lab.model_file`: a CPU inference
+copy of the implementation's model with the normalisation of its training data), which the
+classifier reads when loaded. So ``mlflow.pyfunc.load_model(uri).predict(rows)`` needs nothing
+else, and logging needs no torch. Loading needs the plugin's package installed, as for any
+pickled Python model. Models of earlier mlp-lab versions (the classifier pickled whole) load too.
 """
 
 from __future__ import annotations
 
-import copy
+from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
 import numpy as np
-import torch
 
-from mlp_lab.model import Model
+CODE = str(Path(__file__).with_name("pyfunc_code.py"))  # what MLflow runs to build the model
+ARTIFACT = "model_file"  # the model file's name among the model's artifacts
 
 
 class DigitClassifier(mlflow.pyfunc.PythonModel):
-    def __init__(self, model: Model, mean: float, std: float) -> None:
-        self.model = inference_copy(model)
+    def __init__(self, model: Any = None, mean: float = 0.0, std: float = 1.0) -> None:
+        self.model = model
         self.mean = mean
         self.std = std
 
+    def load_context(self, context: Any) -> None:
+        """Read the run's model file (a classifier pickled whole by an earlier version already has its model)."""
+        path = (context.artifacts or {}).get(ARTIFACT) if context is not None else None
+        if path:
+            from mlp_lab import model_file
+
+            saved = model_file.load(path)
+            self.model, self.mean, self.std = saved["model"], saved["mean"], saved["std"]
+
     def predict(self, context: Any, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:
         """Predicted digits for float32 rows of 784 raw grey levels (0-255), as the model's signature says."""
+        import torch
+
         x = torch.as_tensor(np.asarray(model_input, dtype=np.float32)).reshape(-1, 784)
         with torch.no_grad():
             scores = self.model.predict((x - self.mean) / self.std)
         return scores.argmax(1).numpy()
 
 
-def inference_copy(model: Model) -> Model:
-    """A CPU copy of ``model`` in evaluation mode, without optimizer state."""
-    clone = copy.copy(model)
-    for name, value in vars(model).items():
-        if isinstance(value, torch.optim.Optimizer):
-            setattr(clone, name, None)
-        else:
-            setattr(clone, name, copy.deepcopy(value))
-    clone.to("cpu")
-    clone.train(False)
-    for t in clone.parameters().values():
-        t.requires_grad_(False)
-    return clone
+def signature(input_example: np.ndarray) -> Any:
+    """Float32 rows of 784 grey levels in, one int64 digit per row out."""
+    from mlflow.models import infer_signature
 
-
-def requirements(distribution: str, version: str) -> list[str]:
-    """What the logged model needs: torch, MLflow, mlp-lab and the plugin's distribution."""
-    import mlp_lab
-
-    reqs = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}", f"mlp-lab=={mlp_lab.__version__}"]
-    if distribution not in ("mlp-lab", "unknown") and version:
-        reqs.append(f"{distribution}=={version}")
-    return reqs
+    return infer_signature(input_example, np.zeros(len(input_example), dtype=np.int64))
 
 
 def load(uri: str) -> Any:

@@ -8,6 +8,7 @@ the current run KILLED, with every metric fetched so far kept.
 
 from __future__ import annotations
 
+import functools
 import random
 import sys
 import traceback
@@ -18,13 +19,13 @@ from typing import Any
 import torch
 
 import mlp_lab
-from mlp_lab import figures, training
+from mlp_lab import figures, model_file, training
 from mlp_lab.data import Dataset
 from mlp_lab.errors import PluginError
 from mlp_lab.options import Hyperparams
 from mlp_lab.progress import Progress
 from mlp_lab.registry import Implementation
-from mlp_lab.tracking import RunLog, Tracker
+from mlp_lab.tracking import ArrayShape, RunLog, Tracker
 
 
 @dataclass
@@ -110,7 +111,8 @@ def execute(
         run.push()  # the metrics gathered during training are written beside the figure and model logging
         run.log_metrics(metrics, summary.steps, now=True)  # before the model, which MLflow gives the metrics at its step
         held.clear()
-        run.log_figure(figures.loss_curve(summary, f"{spec.impl.name} (seed {spec.seed}) on {data.name}"), "loss_curve.png")
+        title = f"{spec.impl.name} (seed {spec.seed}) on {data.name}"
+        run.log_figure(functools.partial(figures.loss_curve, summary, title), "loss_curve.png")  # drawn where it is logged
         model_uri = log_model(run, spec, model, data, summary.steps)
         progress.close()
         run.end("FINISHED")
@@ -165,19 +167,20 @@ def log_datasets(run: RunLog, data: Dataset) -> None:
             f"{data.name}-{context}",
             data.digest,
             data.source,
-            features=split.x.cpu().numpy(),
-            targets=split.y.cpu().numpy(),
+            features=array_shape(split.x),
+            targets=array_shape(split.y),
             context=context,
         )
 
 
-def log_model(run: RunLog, spec: RunSpec, model: Any, data: Dataset, step: int) -> str:
-    from mlp_lab import pyfunc_model
+def array_shape(t: torch.Tensor) -> ArrayShape:
+    return ArrayShape(tuple(t.shape), str(torch.empty(0, dtype=t.dtype).numpy().dtype))
 
-    classifier = pyfunc_model.DigitClassifier(model, data.mean, data.std)
+
+def log_model(run: RunLog, spec: RunSpec, model: Any, data: Dataset, step: int) -> str:
+    saved = model_file.save(model, data.mean, data.std)
     example = data.raw_test[:5].numpy().astype("float32")
-    requirements = pyfunc_model.requirements(spec.impl.distribution, spec.impl.version)
-    return run.log_model(classifier, example, requirements, step)
+    return run.log_model(saved, example, model_file.requirements(spec.impl.distribution, spec.impl.version), step)
 
 
 def resolve_device(name: str) -> torch.device:

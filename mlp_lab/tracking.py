@@ -21,6 +21,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +59,20 @@ def default_artifact_root(uri: str) -> str | None:
     if uri.startswith("sqlite:///"):
         return (Path(uri[len("sqlite:///") :]).parent / "artifacts").resolve().as_uri()
     return None
+
+
+@dataclass(frozen=True)
+class ArrayShape:
+    """What MLflow records of a dataset's array, its shape and dtype, without the values (cheap to send)."""
+
+    shape: tuple[int, ...]
+    dtype: str  # a numpy dtype name
+
+    def stand_in(self) -> Any:
+        """A read-only array of this shape and dtype, all zeros, taking no memory."""
+        import numpy as np
+
+        return np.broadcast_to(np.zeros((), dtype=self.dtype), self.shape)
 
 
 class StoreError(UsageError):
@@ -100,8 +115,9 @@ class Tracker:
     :meth:`wait` returns, no other thread may import MLflow or matplotlib.
     """
 
-    def __init__(self, uri: str | None, experiment: str, background: bool = False) -> None:
+    def __init__(self, uri: str | None, experiment: str, background: bool = False, prepare: bool = True) -> None:
         self.uri = resolve_uri(uri)
+        self._prepare = prepare
         check_reachable(self.uri)
         self.experiment = experiment
         self._ready = threading.Event()
@@ -132,7 +148,8 @@ class Tracker:
                 )
             mlflow.set_experiment(experiment_id=self._experiment_id)  # where MLflow puts logged models
             self._client = client
-            _import_the_rest()
+            if self._prepare:
+                prepare_for_runs()
         except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for the store
             self._error = exc
         finally:
@@ -319,17 +336,30 @@ class RunLog:
         self.client.log_batch(run_id, params=[Param(k, _param_str(v)) for k, v in params.items()])
 
     def log_dataset(self, name: str, digest: str, source: str, features: Any, targets: Any, context: str) -> None:
-        """Queue a dataset input (name, digest, schema, source) for the run."""
+        """Queue a dataset input (name, digest, schema, source) for the run.
+
+        ``features`` and ``targets`` are arrays or :class:`ArrayShape` (MLflow records their shape
+        and dtype; the digest is given).
+        """
 
         def write() -> None:
             import mlflow.data
             from mlflow.entities import DatasetInput, InputTag
 
+            x, y = (a.stand_in() if isinstance(a, ArrayShape) else a for a in (features, targets))
             with warnings.catch_warnings():  # MLflow registers the local-file source twice and warns about it
                 warnings.simplefilter("ignore", UserWarning)
-                ds = mlflow.data.from_numpy(features, targets=targets, source=source, name=name, digest=digest)
+                ds = mlflow.data.from_numpy(x, targets=y, source=source, name=name, digest=digest)
             tag = InputTag(key="mlflow.data.context", value=context)
-            self.client.log_inputs(self._run_id, datasets=[DatasetInput(dataset=ds._to_mlflow_entity(), tags=[tag])])
+            inputs = [DatasetInput(dataset=ds._to_mlflow_entity(), tags=[tag])]
+            for attempt in range(3):  # two runs starting at once may both insert the same new dataset: one loses
+                try:
+                    self.client.log_inputs(self._run_id, datasets=inputs)
+                    return
+                except Exception:
+                    if attempt == 2:
+                        raise
+                    time.sleep(0.2)
 
         self._check_store()
         self._queue.put(write)
@@ -342,30 +372,48 @@ class RunLog:
     def log_text(self, text: str, path: str) -> None:
         self.client.log_text(self.run_id, text, path)
 
-    def log_model(self, python_model: Any, input_example: Any, pip_requirements: list[str], step: int) -> str:
-        """Log a pyfunc model under ``model``; returns its URI.
+    def log_file(self, content: bytes, path: str) -> None:
+        """Log ``content`` as the artifact ``path`` (a figure already drawn, say)."""
+        import tempfile
 
-        MLflow copies onto the logged model (what its Models view shows) the run's metrics at
-        ``step`` that are in the store: write them first (``log_metrics(..., now=True)``).
+        run_id = self.run_id
+        with tempfile.TemporaryDirectory(prefix="mlp-lab-artifact-") as folder:
+            local = Path(folder) / Path(path).name
+            local.write_bytes(content)
+            self.client.log_artifact(run_id, str(local), str(Path(path).parent) if Path(path).parent != Path(".") else None)
+
+    def log_model(self, model_file: bytes, input_example: Any, pip_requirements: list[str], step: int) -> str:
+        """Log the run's model under ``model`` (see :mod:`mlp_lab.pyfunc_model`); returns its URI.
+
+        ``model_file`` is :func:`mlp_lab.model_file.save`'s bytes. MLflow copies onto the logged
+        model (what its Models view shows) the run's metrics at ``step`` that are in the store:
+        write them first (``log_metrics(..., now=True)``).
         """
         run_id = self.run_id
+        import tempfile
+
         import mlflow
         import mlflow.pyfunc
-        from mlflow.models import Model, infer_signature
+        from mlflow.models import Model
 
-        signature = infer_signature(input_example, python_model.predict(None, input_example))
+        from mlp_lab import pyfunc_model
+
         mlflow.set_tracking_uri(self.tracker.uri)
-        info = Model.log(
-            artifact_path=None,
-            name="model",
-            flavor=mlflow.pyfunc,
-            run_id=run_id,
-            python_model=python_model,
-            signature=signature,
-            input_example=input_example,
-            pip_requirements=pip_requirements,
-            step=step,
-        )
+        with tempfile.TemporaryDirectory(prefix="mlp-lab-model-") as folder, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
+            path = Path(folder) / "model.pt"
+            path.write_bytes(model_file)
+            info = Model.log(
+                artifact_path=None,
+                name="model",
+                flavor=mlflow.pyfunc,
+                run_id=run_id,
+                python_model=pyfunc_model.CODE,
+                artifacts={pyfunc_model.ARTIFACT: str(path)},
+                signature=pyfunc_model.signature(input_example),
+                pip_requirements=pip_requirements,
+                step=step,
+            )  # no input example: MLflow would load the model, and torch, to check it (the tests use the model instead)
         return info.model_uri
 
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:
@@ -385,19 +433,24 @@ _FLUSH = object()  # queue markers: write what is gathered now; and end the thre
 _STOP = object()
 
 
-def _import_the_rest() -> None:
-    """Import what runs need later (datasets, the model flavour, the figure backend), in this thread.
+def prepare_for_runs(figures: bool = True) -> None:
+    """Import what runs need later (datasets, the model flavour, with ``figures`` matplotlib), in this thread.
 
-    Also fill MLflow's map of installed packages, which logging a model with pinned requirements
-    builds on first use by reading every installed distribution's metadata (seconds).
+    Also fill MLflow's map of installed packages (logging a model with pinned requirements builds
+    it on first use, reading every installed distribution's metadata), and import GitPython
+    (MLflow looks up the source's commit for a logged model).
     """
-    import matplotlib.backends.backend_agg  # noqa: F401
-    import matplotlib.figure  # noqa: F401
+    if figures:
+        from mlp_lab.figures import prepare
+
+        prepare()
     import mlflow.data  # noqa: F401
     import mlflow.entities  # noqa: F401
     import mlflow.models  # noqa: F401
     import mlflow.pyfunc  # noqa: F401
 
+    with contextlib.suppress(ImportError):
+        import git  # noqa: F401
     try:
         from mlflow.utils import requirements_utils
 

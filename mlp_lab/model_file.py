@@ -1,0 +1,57 @@
+"""The trained model as the file a run logs: an inference copy with its data's normalisation, saved by torch.
+
+The training process writes it; the tracking process logs it as the run's MLflow model (see
+:mod:`mlp_lab.pyfunc_model`) without importing torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import mlp_lab
+from mlp_lab.model import Model
+
+
+def save(model: Model, mean: float, std: float) -> bytes:
+    """The model file's bytes: a CPU inference copy of ``model`` and the normalisation of its training inputs."""
+    buffer = io.BytesIO()
+    torch.save({"model": inference_copy(model), "mean": mean, "std": std}, buffer)
+    return buffer.getvalue()
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """What :func:`save` wrote: ``model``, ``mean`` and ``std`` (unpickling needs the plugin's package)."""
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def inference_copy(model: Model) -> Model:
+    """A CPU copy of ``model`` in evaluation mode, without optimizer state."""
+    clone = copy.copy(model)
+    for name, value in vars(model).items():
+        if isinstance(value, torch.optim.Optimizer):
+            setattr(clone, name, None)
+        else:
+            setattr(clone, name, copy.deepcopy(value))
+    clone.to("cpu")
+    clone.train(False)
+    for t in clone.parameters().values():
+        t.requires_grad_(False)
+    return clone
+
+
+def requirements(distribution: str, plugin_version: str) -> list[str]:
+    """What the logged model needs: torch, MLflow, mlp-lab and the plugin's distribution."""
+    try:
+        mlflow_version = version("mlflow")
+    except PackageNotFoundError:  # mlflow-skinny
+        mlflow_version = version("mlflow-skinny")
+    reqs = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow_version}", f"mlp-lab=={mlp_lab.__version__}"]
+    if distribution not in ("mlp-lab", "unknown") and plugin_version:
+        reqs.append(f"{distribution}=={plugin_version}")
+    return reqs
