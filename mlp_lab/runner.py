@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mlp_lab.data import SIZES
 from mlp_lab.errors import UsageError
 from mlp_lab.registry import Implementation, check_overrides, get_registry
 
@@ -61,6 +60,32 @@ def run_command(
     **_: Any,
 ) -> int:
     """Validate, then train and log every run; the exit code is 1 when any run failed."""
+    from mlp_lab import tracking_process
+
+    process = tracking_process.start()  # imports MLflow while this process checks the input, imports torch and loads data
+    try:
+        return _run(
+            process, plugins, overrides, seed_list, tiny, full, data_dir, device, quiet, tracking_uri, experiment, compile_step
+        )
+    finally:
+        if process is not None:
+            process.close()
+
+
+def _run(
+    process: Any,
+    plugins: tuple[str, ...],
+    overrides: dict[str, Any],
+    seed_list: list[int],
+    tiny: bool,
+    full: bool,
+    data_dir: Path | None,
+    device: str,
+    quiet: bool,
+    tracking_uri: str | None,
+    experiment: str,
+    compile_step: bool,
+) -> int:
     impls = select(plugins)
     check_overrides(impls, overrides)
     size = data_size(tiny, full)
@@ -68,6 +93,8 @@ def run_command(
         raise UsageError("--data-dir is read with --full only (the default and --tiny sets are embedded in mlp-lab)")
     if data_dir is not None and not data_dir.is_dir():
         raise UsageError(f"--data-dir {data_dir}: no such folder")
+    from mlp_lab.data import SIZES  # imports torch: after the tracking process has started
+
     n_train = SIZES[size][0]
     hps = {impl.name: impl.hyperparams(overrides) for impl in impls}
     for name, hp in hps.items():
@@ -79,6 +106,7 @@ def run_command(
     metrics_interval()  # a bad MLP_LAB_METRICS_INTERVAL is a usage error before anything runs
 
     from mlp_lab import data as data_module
+    from mlp_lab import figures
     from mlp_lab.runs import RunSpec, execute, resolve_device
 
     dev = resolve_device(device)
@@ -86,8 +114,9 @@ def run_command(
         from mlp_lab.devices import check_compile
 
         check_compile(dev)
-    tracker = open_tracker(tracking_uri, experiment)  # opens while the data loads
+    tracker = open_tracker(process, tracking_uri, experiment)  # opens while the data loads
     data = data_module.load(size, data_dir)
+    figures.prepare()  # while the tracking process opens the store
     tracker.wait()  # before any training: a store that cannot be used fails now, not once the training is done
     specs = [RunSpec(impl, classes[impl.name], hps[impl.name], seed, compile_step) for impl in impls for seed in seed_list]
 
@@ -104,15 +133,16 @@ def run_command(
     return 0 if all(o.status == "FINISHED" for o in outcomes) else 1
 
 
-def open_tracker(uri: str | None, experiment: str) -> Any:
-    """The MLflow experiment to log to, opening in the background (see :meth:`Tracker.wait`).
+def open_tracker(process: Any, uri: str | None, experiment: str) -> Any:
+    """The MLflow experiment to log to, opened by the tracking process (else in the background here).
 
     An unreachable or invalid store is a usage error (``StoreError``), raised as soon as it is known.
     """
     from mlp_lab.tracking import Tracker
+    from mlp_lab.tracking_process import RemoteTracker
 
     try:
-        return Tracker(uri, experiment, background=True)
+        return RemoteTracker(process, uri, experiment) if process is not None else Tracker(uri, experiment, background=True)
     except OSError as exc:  # the default store's folder cannot be made
         raise UsageError(f"cannot open the MLflow store {uri or '(default)'}: {exc}") from None
 

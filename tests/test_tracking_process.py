@@ -1,0 +1,111 @@
+"""The tracking process: MLflow's work beside the training, never torch, and nothing lost when the training process dies."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from mlp_lab import data, model_file, tracking_process
+from mlp_lab.figures import loss_curve
+from mlp_lab.registry import get_registry
+from mlp_lab.summary import Evaluation, Summary
+from mlp_lab.tracking import ArrayShape, Tracker
+
+from .conftest import runs_in, subprocess_env
+
+
+def test_a_run_written_by_the_tracking_process_which_never_imports_torch(store):
+    dataset = data.load("tiny", None)
+    impl = get_registry().get("scratch")
+    model = impl.model_class()(impl.hyperparams({}))
+    summary = Summary(steps=3, losses=[3.0, 2.0, 1.0], evaluations=[Evaluation(3, 1.0, 0.5, 1.1, 0.4)])
+    process = tracking_process.start()
+    try:
+        tracker = tracking_process.RemoteTracker(process, None, "mlp-lab")
+        run = tracker.start_run("remote", {"version": np.float32(1.5), "none": None}, tags={"k": 1}).ready()
+        run.log_series("train_loss", summary.losses, 0)
+        run.log_metrics({"test_accuracy": 0.4}, 3, now=True)
+        run.log_figure(lambda: loss_curve(summary, "remote"), "loss_curve.png")  # drawn here: a lambda is fine
+        example = dataset.raw_test[:4].numpy().astype("float32")
+        uri = run.log_model(model_file.save(model, dataset.mean, dataset.std), example, ["torch"], 3)
+        run.end()
+        assert process.call(tracking_process.SERVICE, "imported", "mlflow")
+        assert not process.call(tracking_process.SERVICE, "imported", "torch")
+    finally:
+        process.close()
+    client = MlflowClient(tracker.uri)
+    logged = client.get_run(run.run_id)
+    assert logged.info.status == "FINISHED"
+    assert logged.data.params == {"version": "1.5", "none": "None"} and logged.data.tags["k"] == "1"
+    assert [m.value for m in client.get_metric_history(run.run_id, "train_loss")] == [3.0, 2.0, 1.0]
+    assert "loss_curve.png" in [a.path for a in client.list_artifacts(run.run_id)]
+    mlflow.set_tracking_uri(tracker.uri)
+    expected = model.predict((dataset.raw_test[:4].float().reshape(4, -1) - dataset.mean) / dataset.std).argmax(1).numpy()
+    assert (mlflow.pyfunc.load_model(uri).predict(example) == expected).all()
+
+
+def test_an_error_in_the_tracking_process_is_raised_here_with_its_traceback(store):
+    process = tracking_process.start()
+    try:
+        with pytest.raises(AttributeError, match="no such call") as caught:
+            process.call(tracking_process.SERVICE, "no_such_call")
+        assert "In the tracking process" in str(caught.value.__cause__)
+        with pytest.raises(Exception, match="cannot pickle|Can't pickle"):
+            process.call(tracking_process.SERVICE, "imported", lambda: None)  # refused here, before it is sent
+        assert not process.call(tracking_process.SERVICE, "imported", "torch")  # and the process goes on
+    finally:
+        process.close()
+
+
+def test_a_dataset_logged_from_its_shape_is_the_dataset_of_its_arrays(store):
+    tracker = Tracker(None, "mlp-lab")
+    x, y = np.random.default_rng(0).random((7, 784), dtype=np.float32), np.arange(7)
+    runs = []
+    for features, targets in ((x, y), (ArrayShape((7, 784), "float32"), ArrayShape((7,), str(y.dtype)))):
+        run = tracker.start_run("datasets", {}).ready()
+        run.log_dataset("d", "digest", "file:///d", features, targets, "training")
+        run.end()
+        runs.append(run.run_id)
+    logged = [tracker.client.get_run(r).inputs.dataset_inputs[0].dataset for r in runs]
+    assert logged[0].schema == logged[1].schema and logged[0].profile == logged[1].profile
+    assert logged[0].digest == logged[1].digest == "digest"
+
+
+def test_a_killed_training_process_leaves_its_run_killed_with_the_losses_it_sent(store, tmp_path):
+    """``kill -9`` of mlp-lab: the tracking process writes what it was sent and ends the run KILLED."""
+    Tracker(None, "mlp-lab")  # create the store first
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlp_lab", "run", "--plugin", "scratch", "--steps", "1000000", "--eval-every", "50", "-q"],
+        cwd=tmp_path,
+        env=subprocess_env(MLP_LAB_METRICS_INTERVAL="0.5"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    try:
+        deadline, run_id = time.time() + 120, None
+        while time.time() < deadline and run_id is None:
+            runs = runs_in(store)
+            if runs and client.get_metric_history(runs[0].info.run_id, "train_loss"):
+                run_id = runs[0].info.run_id
+            time.sleep(0.5)
+        assert run_id, "the run never logged a loss"
+        time.sleep(1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.time() + 60
+        while time.time() < deadline and client.get_run(run_id).info.status == "RUNNING":
+            time.sleep(0.5)
+    finally:
+        proc.kill()
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED" and run.data.tags["mlp_lab.error"] == tracking_process.ABANDONED
+    steps = sorted(m.step for m in client.get_metric_history(run_id, "train_loss"))
+    assert len(steps) >= 100 and steps == list(range(len(steps)))  # everything sent, in order, nothing lost
