@@ -121,13 +121,16 @@ def take_turns(sides: list[str], repeats: int) -> Iterator[list[str]]:
 
 
 class Lab:
-    """mlp-lab's real run path (``runs.execute``: tracking, figure, model) in this process, on a fresh store."""
+    """mlp-lab's real run path (``runs.execute``: tracking, figure, model) in this process, on a fresh store.
+
+    As in ``mlp-lab run``, a tracking process writes the runs (where one can be started).
+    """
 
     def __init__(self, settings: Settings) -> None:
         import torch
 
         from benchmarks import plain
-        from mlp_lab import data
+        from mlp_lab import data, tracking_process
         from mlp_lab.runs import resolve_device
         from mlp_lab.tracking import Tracker
 
@@ -136,7 +139,9 @@ class Lab:
         self.device = resolve_device(settings.device)
         self.data = data.load().to(self.device)
         self.plain = plain.load(self.device)
-        self.tracker = Tracker(f"sqlite:///{self.folder / 'mlflow.db'}", "bench")
+        uri = f"sqlite:///{self.folder / 'mlflow.db'}"
+        self.process = tracking_process.start()
+        self.tracker = tracking_process.RemoteTracker(self.process, uri, "bench") if self.process else Tracker(uri, "bench")
         self.torch = torch
 
     def ours(self, plugin: str, steps: int, eval_every: int | None = None) -> dict[str, float]:
