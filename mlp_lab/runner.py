@@ -62,77 +62,55 @@ def run_command(
     """Validate, then train and log every run; the exit code is 1 when any run failed."""
     from mlp_lab import tracking_process
 
-    process = tracking_process.start()  # imports MLflow while this process checks the input, imports torch and loads data
-    try:
-        return _run(
-            process, plugins, overrides, seed_list, tiny, full, data_dir, device, quiet, tracking_uri, experiment, compile_step
-        )
-    finally:
-        if process is not None:
-            process.close()
+    # the tracking process imports MLflow while this one checks the input, imports torch and loads data
+    with tracking_process.started() as process:
+        impls = select(plugins)
+        check_overrides(impls, overrides)
+        size = data_size(tiny, full)
+        if data_dir is not None and size != "full":
+            raise UsageError("--data-dir is read with --full only (the default and --tiny sets are embedded in mlp-lab)")
+        if data_dir is not None and not data_dir.is_dir():
+            raise UsageError(f"--data-dir {data_dir}: no such folder")
+        from mlp_lab.data import SIZES  # imports torch: after the tracking process has started
 
+        n_train = SIZES[size][0]
+        hps = {impl.name: impl.hyperparams(overrides) for impl in impls}
+        for name, hp in hps.items():
+            if hp.batch_size is not None and hp.batch_size > n_train:
+                raise UsageError(f"{name}: batch_size {hp.batch_size} is larger than the training set ({n_train})")
+        classes = {impl.name: model_class_or_failure(impl) for impl in impls}
+        from mlp_lab.tracking import metrics_interval
 
-def _run(
-    process: Any,
-    plugins: tuple[str, ...],
-    overrides: dict[str, Any],
-    seed_list: list[int],
-    tiny: bool,
-    full: bool,
-    data_dir: Path | None,
-    device: str,
-    quiet: bool,
-    tracking_uri: str | None,
-    experiment: str,
-    compile_step: bool,
-) -> int:
-    impls = select(plugins)
-    check_overrides(impls, overrides)
-    size = data_size(tiny, full)
-    if data_dir is not None and size != "full":
-        raise UsageError("--data-dir is read with --full only (the default and --tiny sets are embedded in mlp-lab)")
-    if data_dir is not None and not data_dir.is_dir():
-        raise UsageError(f"--data-dir {data_dir}: no such folder")
-    from mlp_lab.data import SIZES  # imports torch: after the tracking process has started
+        metrics_interval()  # a bad MLP_LAB_METRICS_INTERVAL is a usage error before anything runs
 
-    n_train = SIZES[size][0]
-    hps = {impl.name: impl.hyperparams(overrides) for impl in impls}
-    for name, hp in hps.items():
-        if hp.batch_size is not None and hp.batch_size > n_train:
-            raise UsageError(f"{name}: batch_size {hp.batch_size} is larger than the training set ({n_train})")
-    classes = {impl.name: model_class_or_failure(impl) for impl in impls}
-    from mlp_lab.tracking import metrics_interval
+        from mlp_lab import data as data_module
+        from mlp_lab import figures
+        from mlp_lab.runs import RunSpec, execute, resolve_device
 
-    metrics_interval()  # a bad MLP_LAB_METRICS_INTERVAL is a usage error before anything runs
+        dev = resolve_device(device)
+        if compile_step:
+            from mlp_lab.devices import check_compile
 
-    from mlp_lab import data as data_module
-    from mlp_lab import figures
-    from mlp_lab.runs import RunSpec, execute, resolve_device
+            check_compile(dev)
+        tracker = open_tracker(process, tracking_uri, experiment)  # opens while the data loads
+        data = data_module.load(size, data_dir)
+        figures.prepare()  # while the tracking process opens the store
+        tracker.wait()  # before any training: a store that cannot be used fails now, not once the training is done
+        specs = [RunSpec(impl, classes[impl.name], hps[impl.name], seed, compile_step) for impl in impls for seed in seed_list]
 
-    dev = resolve_device(device)
-    if compile_step:
-        from mlp_lab.devices import check_compile
+        if len(specs) == 1:
+            outcomes = [execute(specs[0], data, dev, tracker, quiet=quiet)]
+            parent = None
+        else:
+            from mlp_lab import groups
 
-        check_compile(dev)
-    tracker = open_tracker(process, tracking_uri, experiment)  # opens while the data loads
-    data = data_module.load(size, data_dir)
-    figures.prepare()  # while the tracking process opens the store
-    tracker.wait()  # before any training: a store that cannot be used fails now, not once the training is done
-    specs = [RunSpec(impl, classes[impl.name], hps[impl.name], seed, compile_step) for impl in impls for seed in seed_list]
-
-    if len(specs) == 1:
-        outcomes = [execute(specs[0], data, dev, tracker, quiet=quiet)]
-        parent = None
-    else:
-        from mlp_lab import groups
-
-        parent, outcomes = groups.execute_group(specs, data, dev, tracker, quiet=quiet)
-    print_outcomes(outcomes, tracker, parent)
-    if parent:
-        if process is not None:
-            process.close()  # every run is written: its memory goes before this process reads them back
-        groups.report(tracker, parent)
-    return 0 if all(o.status == "FINISHED" for o in outcomes) else 1
+            parent, outcomes = groups.execute_group(specs, data, dev, tracker, quiet=quiet)
+        print_outcomes(outcomes, tracker, parent)
+        if parent:
+            if process is not None:
+                process.close()  # every run is written: its memory goes before this process reads them back
+            groups.report(tracker, parent)
+        return 0 if all(o.status == "FINISHED" for o in outcomes) else 1
 
 
 def open_tracker(process: Any, uri: str | None, experiment: str) -> Any:

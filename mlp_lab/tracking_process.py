@@ -440,6 +440,17 @@ def _signals_ignored() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+@contextlib.contextmanager
+def started() -> Iterator[TrackingProcess | None]:
+    """The tracking process for one command (None where none can start: see :func:`start`), closed when the block ends."""
+    process = start()
+    try:
+        yield process
+    finally:
+        if process is not None:
+            process.close()
+
+
 def start() -> TrackingProcess | None:
     """Start the tracking process; None where it cannot be (Windows: no descriptors to pass), and MLflow runs in this one."""
     if os.name == "nt":
