@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from mlp_lab.errors import PluginError, Terminated, UsageError
+from mlp_lab.errors import PluginError, Terminated, TrackingError, UsageError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -40,6 +40,9 @@ class Group(click.Group):
         except (UsageError, PluginError) as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
+        except TrackingError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(1)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             sys.exit(130)

@@ -11,6 +11,10 @@ class PluginError(Exception):
     """A plugin could not be loaded, registered or run; the message names it and its distribution."""
 
 
+class TrackingError(Exception):
+    """MLflow's side of ``mlp-lab run`` failed once runs had started (the tracking process stopped): exit code 1."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, ``timeout``, a job scheduler): the current run ends KILLED, as with Ctrl-C."""
 

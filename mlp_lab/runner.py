@@ -94,7 +94,8 @@ def run_command(
             check_compile(dev)
         tracker = open_tracker(process, tracking_uri, experiment)  # opens while the data loads
         data = data_module.load(size, data_dir)
-        figures.prepare()  # while the tracking process opens the store
+        if process is not None:  # (else the opening thread imports matplotlib: two threads must not import it at once)
+            figures.prepare()  # while the tracking process opens the store
         tracker.wait()  # before any training: a store that cannot be used fails now, not once the training is done
         specs = [RunSpec(impl, classes[impl.name], hps[impl.name], seed, compile_step) for impl in impls for seed in seed_list]
 

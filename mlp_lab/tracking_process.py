@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import mlp_lab
-from mlp_lab.errors import first_line
+from mlp_lab.errors import TrackingError, first_line
 from mlp_lab.tracking import StoreError, check_reachable, prepare_for_runs, resolve_uri
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ SERVICE = 0  # the target of calls to the tracking process itself; runs are numb
 ABANDONED = "mlp-lab stopped before the run ended"
 
 
-class TrackingProcessError(StoreError):
+class TrackingProcessError(TrackingError):
     """The tracking process stopped, or could not be started."""
 
 
@@ -66,19 +66,17 @@ class TrackingProcess:
 
     def __init__(self) -> None:
         ours, theirs = socket.socketpair()
-        package_root = str(Path(mlp_lab.__file__).resolve().parent.parent)  # where this mlp-lab is imported from
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
-        code = (
-            "import sys; del sys.path[0]; from mlp_lab.tracking_process import main; main()"  # not the working folder's modules
+        root = str(Path(mlp_lab.__file__).resolve().parent.parent)  # where this mlp-lab is imported from, if not installed
+        code = (  # not the working folder's modules
+            f"import sys; del sys.path[0]; sys.path.append({root!r}); from mlp_lab.tracking_process import main; main()"
         )
-        with _signals_ignored(), theirs:  # inherited: it starts deaf to SIGTERM (and, in a session of its own, gets no Ctrl-C)
+        with theirs:
             self._process = subprocess.Popen(
                 [sys.executable, "-c", code, str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
                 stdout=2,  # MLflow's chatter: never into what this process prints
-                env=env,
-                start_new_session=True,
+                start_new_session=True,  # no Ctrl-C from the terminal: the training process ends the runs
             )
         self._conn = multiprocessing.connection.Connection(ours.detach())
         self._outbox: queue.Queue = queue.Queue()
@@ -96,7 +94,8 @@ class TrackingProcess:
         """Call ``method`` of ``target`` in the tracking process; with ``wait``, return its result or raise its error."""
         self.check()
         call_id = next(self._ids) if wait else 0
-        message = pickle.dumps((call_id, target, method, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)  # errors here
+        payload = pickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)  # what cannot be sent fails here
+        message = pickle.dumps((call_id, target, method, payload), protocol=pickle.HIGHEST_PROTOCOL)
         self._used = True
         self._outbox.put(message)
         if not wait:
@@ -134,6 +133,7 @@ class TrackingProcess:
                 self._process.kill()  # it ignores SIGTERM
                 self._process.wait()
             self._conn.close()
+            atexit.unregister(self.close)
 
     def _send(self) -> None:
         while (message := self._outbox.get()) is not None:
@@ -144,16 +144,17 @@ class TrackingProcess:
                 return
 
     def _receive(self) -> None:
-        while True:
-            try:
+        try:
+            while True:
                 call_id, ok, value = self._conn.recv()
-            except (EOFError, OSError):
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self._process.wait(timeout=5)
-                code = self._process.returncode
-                self._stop("the tracking process stopped" + (f" (exit code {code})" if code else ""))
-                return
-            self._answer(call_id, ok, value)
+                self._answer(call_id, ok, value)
+        except BaseException as exc:  # noqa: BLE001 - EOF when it exits; whatever else, nothing more can be read
+            if not isinstance(exc, (EOFError, OSError)):
+                self._stop(f"the tracking process cannot be read: {first_line(exc)}")
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=5)
+            code = self._process.returncode
+            self._stop("the tracking process stopped" + (f" (exit code {code})" if code else ""))
 
     def _answer(self, call_id: int, ok: bool, value: Any) -> None:
         with self._answered:
@@ -186,10 +187,6 @@ class RemoteTracker:
         return self
 
     @property
-    def failed(self) -> bool:
-        return False
-
-    @property
     def experiment_id(self) -> str:
         self.wait()
         assert self._experiment_id is not None
@@ -212,15 +209,16 @@ class RemoteTracker:
     ) -> RemoteRun:
         """A new run with ``params`` logged (a child of ``parent`` when given); created in the tracking process."""
         handle = self._process.call(SERVICE, "start_run", name, _texts(params), _texts(tags or {}), parent)
-        return RemoteRun(self._process, handle)
+        return RemoteRun(self._process, handle, self.uri)
 
 
 class RemoteRun:
     """One run, written by the tracking process (see :class:`~mlp_lab.tracking.RunLog` for each method)."""
 
-    def __init__(self, process: TrackingProcess, handle: int) -> None:
+    def __init__(self, process: TrackingProcess, handle: int, uri: str) -> None:
         self._process = process
         self._handle = handle
+        self._uri = uri
         self._run_id: str | None = None
 
     def _call(self, method: str, *args: Any, wait: bool = True, **kwargs: Any) -> Any:
@@ -248,15 +246,6 @@ class RemoteRun:
     def push(self) -> None:
         self._call("push", wait=False)
 
-    def flush(self) -> None:
-        self._call("flush")
-
-    def set_tags(self, tags: dict[str, Any]) -> None:
-        self._call("set_tags", _texts(tags))
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        self._call("log_params", _texts(params))
-
     def log_figure(self, figure: Any, path: str) -> None:
         """Log a matplotlib figure, or the figure a callable returns: drawn here, while the tracking process writes."""
         drawn = figure() if callable(figure) else figure
@@ -271,7 +260,21 @@ class RemoteRun:
         return self._call("log_model", model_file, input_example, pip_requirements, step)
 
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:
-        self._call("end", status, error)
+        try:
+            self._call("end", status, error)
+        except TrackingProcessError as exc:  # it is gone: end the run from here, not leave it RUNNING
+            self._end_here(f"{error}; {exc}" if error else str(exc))
+            raise
+
+    def _end_here(self, error: str) -> None:
+        if self._run_id is None:
+            return
+        with contextlib.suppress(Exception):
+            from mlflow import MlflowClient
+
+            client = MlflowClient(self._uri)
+            client.set_tag(self._run_id, "mlp_lab.error", error[:5000])
+            client.set_terminated(self._run_id, "FAILED")
 
 
 def _texts(values: dict[str, Any]) -> dict[str, str]:
@@ -281,10 +284,7 @@ def _texts(values: dict[str, Any]) -> dict[str, str]:
 
 # -- in the tracking process ------------------------------------------------------------------------
 
-RUN_METHODS = frozenset(
-    ["ready", "log_series", "log_metrics", "log_dataset", "push", "flush", "set_tags", "log_params"]
-    + ["log_file", "log_text", "log_model", "end"]
-)
+RUN_METHODS = frozenset(["ready", "log_series", "log_metrics", "log_dataset", "push", "log_file", "log_text", "log_model", "end"])
 
 
 class Service:
@@ -292,30 +292,39 @@ class Service:
 
     def __init__(self) -> None:
         self.tracker: Tracker | None = None
+        self.open_error: StoreError | None = None
         self.runs: dict[int, RunLog] = {}
         self.ended: set[int] = set()
         self.errors: dict[int, BaseException] = {}  # raised by calls nobody waited for; reported by the next call that waits
 
     def open(self, uri: str, experiment: str) -> None:
+        """Open the store now; an error is kept for :meth:`wait` (nobody waits for this call)."""
         from mlp_lab.tracking import Tracker
 
-        self.tracker = Tracker(uri, experiment, background=True, prepare=False)  # see serve
+        try:
+            self.tracker = Tracker(uri, experiment, prepare=False)
+        except Exception as exc:  # noqa: BLE001 - whatever MLflow raised, reported by wait
+            self.open_error = StoreError(f"cannot open the MLflow store {uri}: {first_line(exc)}")
 
     def wait(self) -> str:
-        assert self.tracker is not None, "open first"
-        return self.tracker.wait().experiment_id
+        return self.opened().experiment_id
+
+    def opened(self) -> Tracker:
+        if self.tracker is None:
+            raise self.open_error or StoreError("no MLflow store was opened")
+        return self.tracker
 
     def start_run(self, name: str, params: dict[str, Any], tags: dict[str, str] | None, parent: str | None) -> int:
-        assert self.tracker is not None, "open first"
         handle = len(self.runs) + 1
-        self.runs[handle] = self.tracker.start_run(name, params, tags=tags, parent=parent)
+        self.runs[handle] = self.opened().start_run(name, params, tags=tags, parent=parent)
         return handle
 
     def imported(self, module: str) -> bool:
         """Whether this process has imported ``module`` (it never should torch)."""
         return module in sys.modules
 
-    def dispatch(self, target: int, method: str, args: tuple, kwargs: dict) -> Any:
+    def dispatch(self, target: int, method: str, payload: bytes) -> Any:
+        args, kwargs = pickle.loads(payload)  # a class this process cannot import fails here, as the call's error
         if target == SERVICE:
             if method not in ("open", "wait", "start_run", "imported", "close"):
                 raise AttributeError(f"no such call: {method}")
@@ -330,15 +339,17 @@ class Service:
         run = self.runs[target]
         if method == "ready":
             return run.ready().run_id
-        result = getattr(run, method)(*args, **kwargs)
-        if method == "end":
-            self.ended.add(target)
-        return result
+        try:
+            return getattr(run, method)(*args, **kwargs)
+        finally:
+            if method == "end":  # ended, even if writing what was left failed
+                self.ended.add(target)
 
     def abandon(self) -> None:
         """End every open run KILLED, with what it was sent (the training process is gone, or closed without ending it)."""
         for handle, run in reversed(self.runs.items()):  # children before their group
             if handle not in self.ended:
+                self.ended.add(handle)
                 with contextlib.suppress(Exception):
                     run.end("KILLED", ABANDONED)
 
@@ -351,38 +362,40 @@ def main() -> None:
 def serve(conn: Any) -> None:
     """The tracking process: import MLflow, then answer the training process's calls until it closes or goes.
 
-    Until the store is opened it imports what opening it needs; then, while the training process
-    still loads its data, what logging a model needs (MLflow's pyfunc flavour, its map of installed
-    packages, GitPython). Figures are drawn by the training process.
+    Until the store is opened it imports what opening it needs; once it is open, while the
+    training process may still load its data, what logging a model needs (MLflow's pyfunc
+    flavour, its map of installed packages, GitPython). Figures are drawn by the training process.
+    If anything ends this loop but a close, the open runs end KILLED with what they were sent.
     """
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
-    _warm_up()
     service = Service()
-    while True:
-        try:
-            call_id, target, method, args, kwargs = conn.recv()
-        except (EOFError, OSError):
-            service.abandon()
-            return
-        try:
-            ok, value = True, service.dispatch(target, method, args, kwargs)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            ok, value = False, _portable(exc)
-            if not call_id:
-                service.errors.setdefault(target, exc)
-        if call_id:
+    try:
+        _warm_up()
+        while True:
             try:
-                conn.send((call_id, ok, value))
-            except (OSError, ValueError):
-                service.abandon()
+                call_id, target, method, payload = conn.recv()
+            except (EOFError, OSError):
                 return
-        if target == SERVICE and method == "close":
-            conn.close()
-            _exit()
-        if method == "open":  # before the store: the training process is still importing torch
-            with contextlib.suppress(Exception):
-                prepare_for_runs(figures=False)
+            try:
+                ok, value = True, service.dispatch(target, method, payload)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                ok, value = False, _portable(exc)
+                if not call_id:
+                    service.errors.setdefault(target, exc)
+            if call_id:
+                try:
+                    conn.send((call_id, ok, value))
+                except (OSError, ValueError):  # the training process is gone
+                    return
+            if target == SERVICE and method == "close":
+                conn.close()
+                _exit()
+            if method == "open":
+                with contextlib.suppress(Exception):
+                    prepare_for_runs(figures=False)
+    finally:
+        service.abandon()
 
 
 def _warm_up() -> None:
@@ -424,20 +437,6 @@ def _rebuild(value: tuple[bytes | None, str, str, str]) -> BaseException:
     if remote_traceback:
         exc.__cause__ = RemoteTraceback(f'\n"""\nIn the tracking process:\n{remote_traceback}"""')
     return exc
-
-
-@contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
-    """Ignore Ctrl-C and SIGTERM for a moment (main thread only; elsewhere nothing changes)."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
-        yield
-        return
-    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager

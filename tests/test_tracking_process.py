@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -109,3 +110,61 @@ def test_a_killed_training_process_leaves_its_run_killed_with_the_losses_it_sent
     assert run.info.status == "KILLED" and run.data.tags["mlp_lab.error"] == tracking_process.ABANDONED
     steps = sorted(m.step for m in client.get_metric_history(run_id, "train_loss"))
     assert len(steps) >= 100 and steps == list(range(len(steps)))  # everything sent, in order, nothing lost
+
+
+def test_a_store_that_cannot_be_opened_is_one_line_from_wait(store):
+    from mlp_lab.tracking import StoreError
+
+    process = tracking_process.start()
+    try:
+        tracker = tracking_process.RemoteTracker(process, "nosuch://store", "mlp-lab")
+        with pytest.raises(StoreError, match="cannot open the MLflow store nosuch://store") as caught:
+            tracker.wait()
+        assert "\n" not in str(caught.value)
+    finally:
+        process.close()
+
+
+def test_a_run_that_failed_to_end_cleanly_stays_failed_when_the_process_closes(store):
+    process = tracking_process.start()
+    try:
+        tracker = tracking_process.RemoteTracker(process, None, "mlp-lab")
+        run = tracker.start_run("bad-metric", {}).ready()
+        run.log_series("bad!key", [1.0], 0)  # MLflow refuses the name when it is written, at the end
+        with pytest.raises(Exception, match="bad!key"):
+            run.end("FAILED", "it failed")
+    finally:
+        process.close()
+    logged = MlflowClient(tracker.uri).get_run(run.run_id)
+    assert logged.info.status == "FAILED" and logged.data.tags["mlp_lab.error"] == "it failed"
+
+
+def test_when_the_tracking_process_dies_the_run_ends_failed_with_one_line(store, tmp_path):
+    Tracker(None, "mlp-lab")  # create the store first
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlp_lab", "run", "--plugin", "scratch", "--steps", "1000000", "--eval-every", "50", "-q"],
+        cwd=tmp_path,
+        env=subprocess_env(MLP_LAB_METRICS_INTERVAL="0.5"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    try:
+        deadline, run_id = time.time() + 120, None
+        while time.time() < deadline and run_id is None:
+            runs = runs_in(store)
+            if runs and client.get_metric_history(runs[0].info.run_id, "train_loss"):
+                run_id = runs[0].info.run_id
+            time.sleep(0.5)
+        assert run_id, "the run never logged a loss"
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+            (tracking_pid,) = [int(p) for p in f.read().split()]
+        os.kill(tracking_pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err and "Error: the tracking process stopped (exit code -9)" in err
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED" and "tracking process stopped" in run.data.tags["mlp_lab.error"]
