@@ -81,23 +81,10 @@ def test_a_dataset_logged_from_its_shape_is_the_dataset_of_its_arrays(store):
 
 def test_a_killed_training_process_leaves_its_run_killed_with_the_losses_it_sent(store, tmp_path):
     """``kill -9`` of mlp-lab: the tracking process writes what it was sent and ends the run KILLED."""
-    Tracker(None, "mlp-lab")  # create the store first
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlp_lab", "run", "--plugin", "scratch", "--steps", "1000000", "--eval-every", "50", "-q"],
-        cwd=tmp_path,
-        env=subprocess_env(MLP_LAB_METRICS_INTERVAL="0.5"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_training(tmp_path)
     client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
     try:
-        deadline, run_id = time.time() + 120, None
-        while time.time() < deadline and run_id is None:
-            runs = runs_in(store)
-            if runs and client.get_metric_history(runs[0].info.run_id, "train_loss"):
-                run_id = runs[0].info.run_id
-            time.sleep(0.5)
-        assert run_id, "the run never logged a loss"
+        run_id = first_loss_logged(store, client)
         time.sleep(1)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
@@ -140,24 +127,10 @@ def test_a_run_that_failed_to_end_cleanly_stays_failed_when_the_process_closes(s
 
 
 def test_when_the_tracking_process_dies_the_run_ends_failed_with_one_line(store, tmp_path):
-    Tracker(None, "mlp-lab")  # create the store first
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlp_lab", "run", "--plugin", "scratch", "--steps", "1000000", "--eval-every", "50", "-q"],
-        cwd=tmp_path,
-        env=subprocess_env(MLP_LAB_METRICS_INTERVAL="0.5"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_training(tmp_path)
     client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
     try:
-        deadline, run_id = time.time() + 120, None
-        while time.time() < deadline and run_id is None:
-            runs = runs_in(store)
-            if runs and client.get_metric_history(runs[0].info.run_id, "train_loss"):
-                run_id = runs[0].info.run_id
-            time.sleep(0.5)
-        assert run_id, "the run never logged a loss"
+        run_id = first_loss_logged(store, client)
         with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
             (tracking_pid,) = [int(p) for p in f.read().split()]
         os.kill(tracking_pid, signal.SIGKILL)
@@ -168,3 +141,27 @@ def test_when_the_tracking_process_dies_the_run_ends_failed_with_one_line(store,
     assert "Traceback" not in err and "Error: the tracking process stopped (exit code -9)" in err
     run = client.get_run(run_id)
     assert run.info.status == "FAILED" and "tracking process stopped" in run.data.tags["mlp_lab.error"]
+
+
+def start_training(folder) -> subprocess.Popen:
+    """``mlp-lab run`` as a real process, long enough to be stopped, on a store created first; its output piped."""
+    Tracker(None, "mlp-lab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "mlp_lab", "run", "--plugin", "scratch", "--steps", "1000000", "--eval-every", "50", "-q"],
+        cwd=folder,
+        env=subprocess_env(MLP_LAB_METRICS_INTERVAL="0.5"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def first_loss_logged(store, client) -> str:
+    """The run's id, once the store has a loss of it."""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        runs = runs_in(store)
+        if runs and client.get_metric_history(runs[0].info.run_id, "train_loss"):
+            return runs[0].info.run_id
+        time.sleep(0.5)
+    raise AssertionError("the run never logged a loss")
