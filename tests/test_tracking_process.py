@@ -165,3 +165,16 @@ def first_loss_logged(store, client) -> str:
             return runs[0].info.run_id
         time.sleep(0.5)
     raise AssertionError("the run never logged a loss")
+
+
+def test_a_model_pickled_whole_by_an_earlier_version_still_loads(tmp_path):
+    """Before models from code, the classifier was pickled with its model inside: such runs' models still predict."""
+    from mlp_lab.pyfunc_model import DigitClassifier
+
+    dataset = data.load("tiny", None)
+    impl = get_registry().get("scratch")
+    model = model_file.inference_copy(impl.model_class()(impl.hyperparams({})))
+    mlflow.pyfunc.save_model(tmp_path / "old", python_model=DigitClassifier(model, dataset.mean, dataset.std))
+    example = dataset.raw_test[:4].numpy().astype("float32")
+    expected = model.predict((dataset.raw_test[:4].float().reshape(4, -1) - dataset.mean) / dataset.std).argmax(1).numpy()
+    assert (mlflow.pyfunc.load_model(str(tmp_path / "old")).predict(example) == expected).all()
