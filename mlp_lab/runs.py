@@ -8,7 +8,6 @@ the current run KILLED, with every metric fetched so far kept.
 
 from __future__ import annotations
 
-import functools
 import random
 import sys
 import traceback
@@ -112,7 +111,7 @@ def execute(
         run.log_metrics(metrics, summary.steps, now=True)  # before the model, which MLflow gives the metrics at its step
         held.clear()
         title = f"{spec.impl.name} (seed {spec.seed}) on {data.name}"
-        run.log_figure(functools.partial(figures.loss_curve, summary, title), "loss_curve.png")  # drawn where it is logged
+        run.log_figure(figures.loss_curve(summary, title), "loss_curve.png")
         model_uri = log_model(run, spec, model, data, summary.steps)
         progress.close()
         run.end("FINISHED")

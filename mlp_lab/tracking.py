@@ -101,9 +101,9 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 class Tracker:
     """An MLflow experiment in a store: creates runs and logs to them.
 
-    Opening the store imports MLflow, creates the tables and finds the experiment; it also imports
-    what runs need later (MLflow's pyfunc flavour and datasets, matplotlib), so that all of it is
-    imported by one thread. With ``background=True`` this happens in a thread, beside the caller's
+    Opening the store imports MLflow, creates the tables and finds the experiment; unless
+    ``prepare`` is false, it also imports what runs need later (:func:`prepare_for_runs`), so that
+    all of it is imported by one thread. With ``background=True`` this happens in a thread, beside the caller's
     own preparation (``mlp-lab run`` loads its data meanwhile, then waits for the store before
     training: beside training, the opening cost training 1.5 times the CPU it took). Whatever needs
     the store waits for it (:meth:`wait`), and a store that cannot be opened raises
