@@ -92,12 +92,15 @@ def tracking_options(f: Any) -> Any:
 
 def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
     """``-p NAME=VALUE`` pairs as a dict (values are converted by each option's type later)."""
-    out = {}
+    out: dict[str, str] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
             raise UsageError(f"-p expects NAME=VALUE, got {pair!r}")
-        out[name.strip().replace("-", "_")] = value.strip()
+        key = name.strip().replace("-", "_")
+        if key in out:
+            raise UsageError(f"-p {key} is given twice ({out[key]!r} and {value.strip()!r}); give it once")
+        out[key] = value.strip()
     return out
 
 
@@ -167,7 +170,16 @@ def run(**kw: Any) -> None:
 
 def _overrides(kw: dict[str, Any]) -> dict[str, Any]:
     shared = {k: kw[k] for k in ("steps", "lr", "hidden", "batch_size", "eval_every") if kw[k] is not None}
-    return {**parse_params(kw["params"]), **shared}
+    return overrides_of(kw["params"], shared)
+
+
+def overrides_of(pairs: tuple[str, ...], flags: dict[str, Any]) -> dict[str, Any]:
+    """The ``-p`` pairs and the hyperparameters given as their own flags, as one dict; a name set both ways is an error."""
+    params = parse_params(pairs)
+    for key in params.keys() & flags.keys():
+        flag = "--" + key.replace("_", "-")
+        raise UsageError(f"-p {key}={params[key]} and {flag} {flags[key]} both set {key}; use {flag} alone")
+    return {**params, **flags}
 
 
 # -- plugins ---------------------------------------------------------------------------------------
@@ -206,7 +218,7 @@ def gradcheck(plugin: str, samples: int, seed: int, entries: int, params: tuple[
     from mlp_lab.registry import check_overrides, get_registry
 
     impl = get_registry().get(plugin)
-    overrides = parse_params(params) | ({"hidden": hidden} if hidden is not None else {})
+    overrides = overrides_of(params, {"hidden": hidden} if hidden is not None else {})
     check_overrides([impl], overrides)
     parse_seeds(seed, None, None)  # the same seed range as run's
     sys.exit(check.run(impl, impl.hyperparams(overrides), samples=samples, seed=seed, entries=entries))

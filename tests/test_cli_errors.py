@@ -32,6 +32,9 @@ CASES = {
     "unknown option": (["--plugin", "scratch", "-p", "nope=1"], "unknown parameter 'nope'"),
     "bad option value": (["--plugin", "scratch", "-p", "decay_at=soon"], "decay_at must be int"),
     "malformed -p": (["--plugin", "scratch", "-p", "decay_at"], "-p expects NAME=VALUE"),
+    "-p twice": (["--plugin", "scratch", "-p", "decay=0.5", "-p", "decay=0.1"], "-p decay is given twice ('0.5' and '0.1')"),
+    "-p beside its flag": (["--plugin", "scratch", "-p", "steps=5", "--steps", "10"], "-p steps=5 and --steps 10 both set steps"),
+    "-p beside its flag, dashed": (["--plugin", "scratch", "--batch-size", "10", "-p", "batch-size=2"], "use --batch-size alone"),
     "seeds not integers": (["--plugin", "scratch", "--seeds", "1,x"], "--seeds expects comma-separated integers"),
     "seed and seeds": (["--plugin", "scratch", "--seed", "1", "--seeds", "1,2"], "only one of --seed, --seeds and --repeat"),
     "seed too large": (["--plugin", "scratch", "--seed", str(2**64)], f"seed {2**64} is out of range"),
@@ -65,6 +68,9 @@ def test_gradcheck_unknown_plugin(run_cli):
     assert negative.exit_code == 2 and negative.stderr.strip() == (
         "Error: seed -3 is out of range: seeds are 0 to 9223372036854775807 (torch's seed range)"
     )
+    twice = run_cli("gradcheck", "--plugin", "scratch", "-p", "hidden=5", "--hidden", "6")
+    assert twice.exit_code == 2
+    assert twice.stderr.strip() == "Error: -p hidden=5 and --hidden 6 both set hidden; use --hidden alone"
 
 
 def test_help_and_version_everywhere(run_cli):
