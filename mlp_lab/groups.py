@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from typing import Any
 
+from mlp_lab.errors import first_line
 from mlp_lab.runs import Outcome, RunSpec, execute
 
 
@@ -34,6 +36,12 @@ def execute_group(specs: list[RunSpec], data: Any, device: Any, tracker: Any, qu
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (errors.Terminated)
         group.log_metrics(_counts(outcomes, len(specs)), 0)
         group.end("KILLED", str(exc) or "interrupted (Ctrl-C)")
+        raise
+    except Exception as exc:  # the store or the tracking process failed under a run: the group fails with it
+        with contextlib.suppress(Exception):  # the error that stopped the group is the one to report
+            group.log_metrics(_counts(outcomes, len(specs)), 0)
+        with contextlib.suppress(Exception):  # (a dead tracking process: the run is ended from here)
+            group.end("FAILED", first_line(exc))
         raise
     group.log_metrics(_counts(outcomes, len(specs)), 0)
     failed = [o for o in outcomes if o.status != "FINISHED"]

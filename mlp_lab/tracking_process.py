@@ -263,7 +263,8 @@ class RemoteRun:
         try:
             self._call("end", status, error)
         except TrackingProcessError as exc:  # it is gone: end the run from here, not leave it RUNNING
-            self._end_here(f"{error}; {exc}" if error else str(exc))
+            gone = str(exc)
+            self._end_here(error if error and gone in error else f"{error}; {gone}" if error else gone)
             raise
 
     def _end_here(self, error: str) -> None:

@@ -143,11 +143,31 @@ def test_when_the_tracking_process_dies_the_run_ends_failed_with_one_line(store,
     assert run.info.status == "FAILED" and "tracking process stopped" in run.data.tags["mlp_lab.error"]
 
 
-def start_training(folder) -> subprocess.Popen:
+def test_when_the_tracking_process_dies_in_a_group_the_group_ends_failed_too(store, tmp_path):
+    proc = start_training(tmp_path, "--seeds", "1,2")
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    try:
+        first_loss_logged(store, client)
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+            (tracking_pid,) = [int(p) for p in f.read().split()]
+        os.kill(tracking_pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    runs = {run.data.tags["mlp_lab.kind"]: run for run in runs_in(store)}
+    assert set(runs) == {"group", "run"}  # the second seed never started
+    assert runs["run"].info.status == "FAILED"
+    assert runs["group"].info.status == "FAILED", "a group must not stay RUNNING when a run stops it"
+    assert "tracking process stopped" in runs["group"].data.tags["mlp_lab.error"]
+
+
+def start_training(folder, *extra: str) -> subprocess.Popen:
     """``mlp-lab run`` as a real process, long enough to be stopped, on a store created first; its output piped."""
     Tracker(None, "mlp-lab")
     return subprocess.Popen(
-        [sys.executable, "-m", "mlp_lab", "run", "--plugin", "scratch", "--steps", "1000000", "--eval-every", "50", "-q"],
+        [sys.executable, "-m", "mlp_lab", "run", "--plugin", "scratch", "--steps", "1000000", "--eval-every", "50", "-q", *extra],
         cwd=folder,
         env=subprocess_env(MLP_LAB_METRICS_INTERVAL="0.5"),
         stdout=subprocess.PIPE,
@@ -160,9 +180,9 @@ def first_loss_logged(store, client) -> str:
     """The run's id, once the store has a loss of it."""
     deadline = time.time() + 120
     while time.time() < deadline:
-        runs = runs_in(store)
-        if runs and client.get_metric_history(runs[0].info.run_id, "train_loss"):
-            return runs[0].info.run_id
+        for run in runs_in(store):
+            if client.get_metric_history(run.info.run_id, "train_loss"):
+                return run.info.run_id
         time.sleep(0.5)
     raise AssertionError("the run never logged a loss")
 
