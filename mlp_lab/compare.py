@@ -17,6 +17,7 @@ import os
 import re
 import statistics
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,9 @@ METRICS = (
 )
 
 
+UNFINISHED = ("failed", "killed", "running")  # the counts of runs that did not finish, in CSV and JSON
+
+
 @dataclass
 class Record:
     """One run as read back from MLflow."""
@@ -93,8 +97,10 @@ class Row:
         return [r for r in self.records if r.status == "FINISHED"]
 
     @property
-    def failed(self) -> int:
-        return len(self.records) - len(self.finished)
+    def unfinished(self) -> dict[str, int]:
+        """How many runs ended otherwise, by status in lower case: ``failed``, ``killed``, ``running``."""
+        counts = Counter(r.status.lower() for r in self.records if r.status != "FINISHED")
+        return dict(sorted(counts.items()))
 
     @property
     def seeds(self) -> list[str]:
@@ -130,7 +136,8 @@ class Comparison:
         return ["plugin", *self.columns, "runs", *(c.heading for c in METRICS[:3]), "steps", *(c.heading for c in METRICS[3:])]
 
     def cells(self, row: Row) -> list[str]:
-        runs = f"{len(row.finished)}" + (f" (+{row.failed} failed)" if row.failed else "")
+        others = ", ".join(f"+{n} {status}" for status, n in row.unfinished.items())
+        runs = f"{len(row.finished)}" + (f" ({others})" if others else "")
         metric = {c.key: _mean_std_text(*row.mean_std(c.key), c.spec) for c in METRICS}
         return [
             row.plugin,
@@ -146,7 +153,8 @@ class Comparison:
         out = []
         for row in self.rows:
             item: dict[str, Any] = {"plugin": row.plugin, **{p: _unset_as_none(row.param(p)) for p in self.columns}}
-            item |= {"runs": len(row.finished), "failed": row.failed, "seeds": ",".join(row.seeds)}
+            item |= {"runs": len(row.finished), **{status: row.unfinished.get(status, 0) for status in UNFINISHED}}
+            item["seeds"] = ",".join(row.seeds)
             for c in METRICS:
                 mean, std = row.mean_std(c.key)
                 item[f"{c.key}_mean"], item[f"{c.key}_std"] = mean, std

@@ -7,6 +7,7 @@ a real ``mlflow server`` on a free loopback port; predictions go through the log
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -136,6 +137,18 @@ def test_steps_is_one_right_aligned_column_even_when_it_differs():
 def _record(run_id: str, plugin: str, params: dict[str, str], acc: float, loss: float = 1.0) -> compare.Record:
     params = {"plugin": plugin, "seed": "0", "steps": "100", **params}
     return compare.Record(run_id, run_id, "1", "e", "FINISHED", params, {"test_accuracy": acc, "final_train_loss": loss}, 0)
+
+
+def test_runs_that_did_not_finish_are_counted_by_their_status():
+    def rec(run_id: str, status: str) -> compare.Record:
+        return dataclasses.replace(_record(run_id, "scratch", {"seed": run_id}, 0.8), status=status)
+
+    statuses = ["FINISHED", "FINISHED", "KILLED", "FAILED", "KILLED", "RUNNING"]
+    comparison = compare.build([rec(str(i), status) for i, status in enumerate(statuses)], "t")
+    (row,) = comparison.rows
+    assert comparison.cells(row)[1] == "2 (+1 failed, +2 killed, +1 running)"
+    (item,) = json.loads(comparison.to_json())["rows"]
+    assert (item["runs"], item["failed"], item["killed"], item["running"], item["seeds"]) == (2, 1, 2, 1, "0,1,2,3,4,5")
 
 
 def test_many_differing_parameters_are_split_over_tables_without_folding_a_value():
