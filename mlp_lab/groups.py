@@ -39,7 +39,7 @@ def execute_group(specs: list[RunSpec], data: Any, device: Any, tracker: Any, qu
         raise
     except Exception as exc:  # the store or the tracking process failed under a run: the group fails with it
         with contextlib.suppress(Exception):  # the error that stopped the group is the one to report
-            group.log_metrics(_counts(outcomes, len(specs)), 0)
+            group.log_metrics(_counts(outcomes, len(specs), stopped=1), 0)
         with contextlib.suppress(Exception):  # (a dead tracking process: the run is ended from here)
             group.end("FAILED", first_line(exc))
         raise
@@ -49,9 +49,10 @@ def execute_group(specs: list[RunSpec], data: Any, device: Any, tracker: Any, qu
     return group.run_id, outcomes
 
 
-def _counts(outcomes: list[Outcome], planned: int) -> dict[str, float]:
+def _counts(outcomes: list[Outcome], planned: int, stopped: int = 0) -> dict[str, float]:
+    """The group's run counts; ``stopped``: a run that raised instead of returning its outcome, counted as failed."""
     ok = sum(o.status == "FINISHED" for o in outcomes)
-    return {"runs_planned": planned, "runs_succeeded": ok, "runs_failed": len(outcomes) - ok}
+    return {"runs_planned": planned, "runs_succeeded": ok, "runs_failed": len(outcomes) - ok + stopped}
 
 
 def report(tracker: Any, parent_id: str) -> None:

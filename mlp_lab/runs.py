@@ -8,10 +8,11 @@ the current run KILLED, with every metric fetched so far kept.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ import torch
 import mlp_lab
 from mlp_lab import figures, model_file, training
 from mlp_lab.data import Dataset
-from mlp_lab.errors import PluginError
+from mlp_lab.errors import PluginError, TrackingError, first_line
 from mlp_lab.options import Hyperparams
 from mlp_lab.progress import Progress
 from mlp_lab.registry import Implementation
@@ -118,21 +119,34 @@ def execute(
         return Outcome(spec, run.run_id, "FINISHED", metrics=metrics, model_uri=model_uri, summary=summary)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (errors.Terminated)
         progress.close()
-        for ev in held:
-            run.log_metrics(ev.metrics(), ev.step)
-        run.end("KILLED", str(exc) or "interrupted (Ctrl-C)")
+        with refused_by_store(name):
+            for ev in held:
+                run.log_metrics(ev.metrics(), ev.step)
+            run.end("KILLED", str(exc) or "interrupted (Ctrl-C)")
         raise
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - a failing plugin (even one calling sys.exit) ends its own run
         progress.close()
-        for ev in held:
-            run.log_metrics(ev.metrics(), ev.step)
         error = str(exc) if isinstance(exc, PluginError) else f"{spec.impl.label} failed: {type(exc).__name__}: {exc}"
-        try:
-            run.log_text("".join(traceback.format_exception(exc)), "error.txt")
-        finally:
-            run.end("FAILED", error)
+        with refused_by_store(name):
+            for ev in held:
+                run.log_metrics(ev.metrics(), ev.step)
+            try:
+                run.log_text("".join(traceback.format_exception(exc)), "error.txt")
+            finally:
+                run.end("FAILED", error)
         print(f"Error: {error}", file=sys.stderr)
         return Outcome(spec, run.run_id, "FAILED", error=error)
+
+
+@contextlib.contextmanager
+def refused_by_store(name: str) -> Iterator[None]:
+    """What MLflow raises while a run is being ended (it was deleted in the UI, say) as a one-line :class:`TrackingError`."""
+    try:
+        yield
+    except TrackingError:
+        raise
+    except Exception as exc:
+        raise TrackingError(f"the MLflow store refused run {name}: {first_line(exc)}") from exc
 
 
 def build_and_train(

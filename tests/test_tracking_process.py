@@ -160,14 +160,34 @@ def test_when_the_tracking_process_dies_in_a_group_the_group_ends_failed_too(sto
     assert set(runs) == {"group", "run"}  # the second seed never started
     assert runs["run"].info.status == "FAILED"
     assert runs["group"].info.status == "FAILED", "a group must not stay RUNNING when a run stops it"
-    assert "tracking process stopped" in runs["group"].data.tags["mlp_lab.error"]
+    assert runs["group"].data.tags["mlp_lab.error"] == "the tracking process stopped (exit code -9)"
+    assert runs["run"].data.tags["mlp_lab.error"].count("the tracking process stopped") == 1  # said once, not twice
 
 
-def start_training(folder, *extra: str) -> subprocess.Popen:
+def test_a_run_deleted_while_it_trains_stops_its_group_with_one_line(store, tmp_path):
+    """Someone deletes a run in the MLflow UI while it trains: MLflow refuses its last writes; no traceback."""
+    proc = start_training(tmp_path, "--seeds", "1,2", steps=3000)
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    try:
+        deleted = first_loss_logged(store, client)
+        client.delete_run(deleted)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err
+    (line,) = err.strip().splitlines()[-1:]
+    assert "Traceback" not in err and line.startswith("Error: the MLflow store refused run scratch-s1: "), err
+    (group,) = [r for r in runs_in(store) if r.data.tags["mlp_lab.kind"] == "group"]
+    assert group.info.status == "FAILED" and group.data.tags["mlp_lab.error"] == line.removeprefix("Error: ")
+    assert (group.data.metrics["runs_planned"], group.data.metrics["runs_failed"]) == (2, 1)
+
+
+def start_training(folder, *extra: str, steps: int = 1000000) -> subprocess.Popen:
     """``mlp-lab run`` as a real process, long enough to be stopped, on a store created first; its output piped."""
     Tracker(None, "mlp-lab")
+    command = ["run", "--plugin", "scratch", "--steps", str(steps), "--eval-every", "50", "-q", *extra]
     return subprocess.Popen(
-        [sys.executable, "-m", "mlp_lab", "run", "--plugin", "scratch", "--steps", "1000000", "--eval-every", "50", "-q", *extra],
+        [sys.executable, "-m", "mlp_lab", *command],
         cwd=folder,
         env=subprocess_env(MLP_LAB_METRICS_INTERVAL="0.5"),
         stdout=subprocess.PIPE,
