@@ -59,7 +59,7 @@ METRICS = (
 )
 
 
-UNFINISHED = ("failed", "killed", "running")  # the counts of runs that did not finish, in CSV and JSON
+UNFINISHED = ("failed", "killed", "running")  # runs that did not finish; CSV and JSON count them as runs_failed, ...
 
 
 @dataclass
@@ -98,9 +98,10 @@ class Row:
 
     @property
     def unfinished(self) -> dict[str, int]:
-        """How many runs ended otherwise, by status in lower case: ``failed``, ``killed``, ``running``."""
-        counts = Counter(r.status.lower() for r in self.records if r.status != "FINISHED")
-        return dict(sorted(counts.items()))
+        """The runs that did not finish, counted as ``failed``, ``killed`` or ``running`` (not ended yet)."""
+        ended = {"FAILED": "failed", "KILLED": "killed"}
+        counts = Counter(ended.get(r.status, "running") for r in self.records if r.status != "FINISHED")
+        return {status: counts[status] for status in UNFINISHED if counts[status]}
 
     @property
     def seeds(self) -> list[str]:
@@ -153,7 +154,7 @@ class Comparison:
         out = []
         for row in self.rows:
             item: dict[str, Any] = {"plugin": row.plugin, **{p: _unset_as_none(row.param(p)) for p in self.columns}}
-            item |= {"runs": len(row.finished), **{status: row.unfinished.get(status, 0) for status in UNFINISHED}}
+            item |= {"runs": len(row.finished), **{f"runs_{status}": row.unfinished.get(status, 0) for status in UNFINISHED}}
             item["seeds"] = ",".join(row.seeds)
             for c in METRICS:
                 mean, std = row.mean_std(c.key)

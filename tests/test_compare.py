@@ -95,7 +95,7 @@ def test_mean_and_sample_std_match_the_runs_metrics(lab):
     assert [r["plugin"] for r in doc["rows"]] != [] and sorted(r["plugin"] for r in doc["rows"]) == lab.plugins
     for row in doc["rows"]:
         runs = [r for r in lab.children if r.data.params["plugin"] == row["plugin"]]
-        assert row["runs"] == len(runs) == len(SEEDS) and row["failed"] == 0
+        assert row["runs"] == len(runs) == len(SEEDS) and row["runs_failed"] == 0
         assert set(row["run_ids"].split()) == {r.info.run_id for r in runs}
         for key in ("test_accuracy", "train_accuracy", "final_train_loss", "train_time_s", "steps_per_s"):
             values = np.array([r.data.metrics[key] for r in runs])
@@ -143,12 +143,15 @@ def test_runs_that_did_not_finish_are_counted_by_their_status():
     def rec(run_id: str, status: str) -> compare.Record:
         return dataclasses.replace(_record(run_id, "scratch", {"seed": run_id}, 0.8), status=status)
 
-    statuses = ["FINISHED", "FINISHED", "KILLED", "FAILED", "KILLED", "RUNNING"]
+    statuses = ["FINISHED", "FINISHED", "KILLED", "FAILED", "KILLED", "RUNNING", "SCHEDULED"]
     comparison = compare.build([rec(str(i), status) for i, status in enumerate(statuses)], "t")
     (row,) = comparison.rows
-    assert comparison.cells(row)[1] == "2 (+1 failed, +2 killed, +1 running)"
+    assert comparison.cells(row)[1] == "2 (+1 failed, +2 killed, +2 running)"  # scheduled: not ended either
     (item,) = json.loads(comparison.to_json())["rows"]
-    assert (item["runs"], item["failed"], item["killed"], item["running"], item["seeds"]) == (2, 1, 2, 1, "0,1,2,3,4,5")
+    counts = (item["runs"], item["runs_failed"], item["runs_killed"], item["runs_running"])
+    assert counts == (2, 1, 2, 2) and item["seeds"] == "0,1,2,3,4,5,6"
+    (finished,) = compare.build([rec("a", "FINISHED")], "t").rows
+    assert compare.build([rec("a", "FINISHED")], "t").cells(finished)[1] == "1"
 
 
 def test_many_differing_parameters_are_split_over_tables_without_folding_a_value():
@@ -438,7 +441,7 @@ def test_a_failed_child_is_counted_and_sorted_last(plugin_dist, run_cli):
     assert rows[0].startswith("| scratch |") and rows[1].startswith("| broken |")
     assert "| 0 (+1 failed) | - | - | - |" in rows[1]
     doc = json.loads(run_cli("compare", "--format", "json").stdout)
-    assert [(r["plugin"], r["runs"], r["failed"], r["test_accuracy_mean"]) for r in doc["rows"]][1] == ("broken", 0, 1, None)
+    assert [(r["plugin"], r["runs"], r["runs_failed"], r["test_accuracy_mean"]) for r in doc["rows"]][1] == ("broken", 0, 1, None)
 
 
 @pytest.mark.parametrize("command", ["compare", "ui", "predict"])

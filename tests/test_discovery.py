@@ -104,5 +104,5 @@ def test_scaffolded_wheel_in_a_fresh_venv_is_found_runs_compares_and_conforms(tm
     assert compared.returncode == 0, compared.stderr
     rows = {r["plugin"]: r for r in json.loads(compared.stdout)["rows"]}
     assert set(rows) == {"relu-mlp", "scratch"}
-    assert all((r["runs"], r["failed"], r["seeds"]) == (2, 0, "0,1") for r in rows.values())
+    assert all((r["runs"], r["runs_failed"], r["seeds"]) == (2, 0, "0,1") for r in rows.values())
     assert 0 <= rows["relu-mlp"]["test_accuracy_mean"] <= 1
