@@ -176,7 +176,7 @@ def _overrides(kw: dict[str, Any]) -> dict[str, Any]:
 def overrides_of(pairs: tuple[str, ...], flags: dict[str, Any]) -> dict[str, Any]:
     """The ``-p`` pairs and the hyperparameters given as their own flags, as one dict; a name set both ways is an error."""
     params = parse_params(pairs)
-    for key in params.keys() & flags.keys():
+    for key in (k for k in params if k in flags):  # the first clash as typed
         flag = "--" + key.replace("_", "-")
         raise UsageError(f"-p {key}={params[key]} and {flag} {flags[key]} both set {key}; use {flag} alone")
     return {**params, **flags}

@@ -35,6 +35,7 @@ CASES = {
     "-p twice": (["--plugin", "scratch", "-p", "decay=0.5", "-p", "decay=0.1"], "-p decay is given twice ('0.5' and '0.1')"),
     "-p beside its flag": (["--plugin", "scratch", "-p", "steps=5", "--steps", "10"], "-p steps=5 and --steps 10 both set steps"),
     "-p beside its flag, dashed": (["--plugin", "scratch", "--batch-size", "10", "-p", "batch-size=2"], "use --batch-size alone"),
+    "-p beside flags, first": (["--plugin", "scratch", "-p", "steps=1", "-p", "lr=1", "--lr", "2", "--steps", "2"], "-p steps=1"),
     "seeds not integers": (["--plugin", "scratch", "--seeds", "1,x"], "--seeds expects comma-separated integers"),
     "seed and seeds": (["--plugin", "scratch", "--seed", "1", "--seeds", "1,2"], "only one of --seed, --seeds and --repeat"),
     "seed too large": (["--plugin", "scratch", "--seed", str(2**64)], f"seed {2**64} is out of range"),
@@ -68,6 +69,9 @@ def test_gradcheck_unknown_plugin(run_cli):
     assert negative.exit_code == 2 and negative.stderr.strip() == (
         "Error: seed -3 is out of range: seeds are 0 to 9223372036854775807 (torch's seed range)"
     )
+
+
+def test_gradcheck_takes_a_hyperparameter_once(run_cli):
     twice = run_cli("gradcheck", "--plugin", "scratch", "-p", "hidden=5", "--hidden", "6")
     assert twice.exit_code == 2
     assert twice.stderr.strip() == "Error: -p hidden=5 and --hidden 6 both set hidden; use --hidden alone"
