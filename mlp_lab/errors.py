@@ -12,7 +12,8 @@ class PluginError(Exception):
 
 
 class TrackingError(Exception):
-    """MLflow's side of ``mlp-lab run`` failed once runs had started (the tracking process stopped): exit code 1."""
+    """MLflow's side of ``mlp-lab run`` failed once runs had started (the tracking process stopped, the store
+    refused a run): exit code 1."""
 
 
 class Terminated(KeyboardInterrupt):

@@ -264,7 +264,7 @@ class RemoteRun:
             self._call("end", status, error)
         except TrackingProcessError as exc:  # it is gone: end the run from here, not leave it RUNNING
             gone = str(exc)
-            self._end_here(error if error and gone in error else f"{error}; {gone}" if error else gone)
+            self._end_here(f"{error}; {gone}" if error and gone not in error else error or gone)
             raise
 
     def _end_here(self, error: str) -> None:
