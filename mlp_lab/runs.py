@@ -126,7 +126,11 @@ def execute(
         raise
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - a failing plugin (even one calling sys.exit) ends its own run
         progress.close()
-        error = str(exc) if isinstance(exc, PluginError) else f"{spec.impl.label} failed: {type(exc).__name__}: {exc}"
+        error = (
+            str(exc)
+            if isinstance(exc, (PluginError, TrackingError))
+            else f"{spec.impl.label} failed: {type(exc).__name__}: {exc}"
+        )
         with refused_by_store(name):
             for ev in held:
                 run.log_metrics(ev.metrics(), ev.step)

@@ -20,12 +20,12 @@ import queue
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlp_lab.errors import UsageError, first_line
+from mlp_lab.errors import TrackingError, UsageError, first_line
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -204,7 +204,9 @@ class RunLog:
     gathered for ``metrics_interval()`` seconds (or until :meth:`push` or :meth:`flush`) and
     written in order, metrics in batches of up to 1000, so a training step never waits for the store. Figures, texts,
     models, tags and ``end`` are written by the caller once the run exists. Call :meth:`ready`
-    before importing MLflow or matplotlib in the caller.
+    before importing MLflow or matplotlib in the caller. The first queued write that fails is
+    raised, as a :class:`TrackingError`, by the next call that queues (or handed to
+    ``on_write_error``), so training stops then; :meth:`flush` and :meth:`end` raise the store's error again.
     """
 
     def __init__(self, tracker: Tracker, name: str, params: dict[str, Any], tags: dict[str, str]) -> None:
@@ -213,7 +215,10 @@ class RunLog:
         self.artifact_uri: str | None = None
         self._created = threading.Event()
         self._queue: queue.Queue = queue.Queue()
+        self.name = name
         self._error: BaseException | None = None
+        self._told = False  # whether the first failed write has been reported (raised here, or to on_write_error)
+        self.on_write_error: Callable[[TrackingError], None] | None = None  # else the next log_* call raises it
         self._ended = False
         self._interval = metrics_interval()
         self._thread = threading.Thread(target=self._work, args=(name, params, tags), name=f"mlflow-run-{name}", daemon=True)
@@ -281,6 +286,15 @@ class RunLog:
     def _check_store(self) -> None:
         if self.tracker.failed:  # stop training early: nothing it does can be logged
             self.tracker.wait()
+        if self._error is not None and not self._told:  # a write failed: stop training now, not once it is over
+            self._told = True
+            raise self.write_error(self._error)
+
+    def write_error(self, exc: BaseException) -> TrackingError:
+        """What a failed write of this run's queued records is reported as, once, while it trains."""
+        error = TrackingError(f"the MLflow store could not write what run {self.name} logged: {first_line(exc)}")
+        error.__cause__ = exc
+        return error
 
     def _work(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> None:
         try:
@@ -304,8 +318,13 @@ class RunLog:
             try:
                 if self._run_id is not None:
                     self._write(items)
-            except BaseException as exc:  # noqa: BLE001 - reported by flush()
-                self._error = self._error or exc
+            except BaseException as exc:  # noqa: BLE001 - reported by flush(), and the first while training
+                if self._error is None:
+                    self._told = self.on_write_error is not None
+                    self._error = exc
+                    if self.on_write_error is not None:
+                        with contextlib.suppress(Exception):
+                            self.on_write_error(self.write_error(exc))
             finally:
                 for _ in items:
                     self._queue.task_done()

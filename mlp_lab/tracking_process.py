@@ -33,7 +33,7 @@ import subprocess
 import sys
 import threading
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +81,7 @@ class TrackingProcess:
         self._conn = multiprocessing.connection.Connection(ours.detach())
         self._outbox: queue.Queue = queue.Queue()
         self._replies: dict[int, tuple[bool, Any]] = {}
+        self._write_errors: dict[int, Any] = {}  # run -> the error its queued records failed with (sent unasked)
         self._answered = threading.Condition()
         self._ids = itertools.count(1)
         self._stopped: str | None = None  # why the process cannot be reached any more
@@ -109,6 +110,12 @@ class TrackingProcess:
         if ok:
             return value
         raise _rebuild(value)
+
+    def raise_write_error(self, target: int) -> None:
+        """Raise, once, the error with which the tracking process failed to write run ``target``'s queued records."""
+        value = self._write_errors.pop(target, None)
+        if value is not None:
+            raise _rebuild(value)
 
     def check(self) -> None:
         """:class:`TrackingProcessError` if the tracking process can no longer be reached."""
@@ -147,7 +154,10 @@ class TrackingProcess:
         try:
             while True:
                 call_id, ok, value = self._conn.recv()
-                self._answer(call_id, ok, value)
+                if call_id < 0:  # run -call_id could not be written: raised by its next call (see raise_write_error)
+                    self._write_errors[-call_id] = value
+                else:
+                    self._answer(call_id, ok, value)
         except BaseException as exc:  # noqa: BLE001 - EOF when it exits; whatever else, nothing more can be read
             if not isinstance(exc, (EOFError, OSError)):
                 self._stop(f"the tracking process cannot be read: {first_line(exc)}")
@@ -222,6 +232,8 @@ class RemoteRun:
         self._run_id: str | None = None
 
     def _call(self, method: str, *args: Any, wait: bool = True, **kwargs: Any) -> Any:
+        if not wait:  # a call that queues records: training stops at the first that could not be written
+            self._process.raise_write_error(self._handle)
         return self._process.call(self._handle, method, *args, wait=wait, **kwargs)
 
     @property
@@ -291,7 +303,8 @@ RUN_METHODS = frozenset(["ready", "log_series", "log_metrics", "log_dataset", "p
 class Service:
     """What the tracking process holds: the tracker and the runs, by number."""
 
-    def __init__(self) -> None:
+    def __init__(self, send: Callable[[Any], None] = lambda message: None) -> None:
+        self.send = send  # to the training process, unasked: a run's failed write
         self.tracker: Tracker | None = None
         self.open_error: StoreError | None = None
         self.runs: dict[int, RunLog] = {}
@@ -317,7 +330,8 @@ class Service:
 
     def start_run(self, name: str, params: dict[str, Any], tags: dict[str, str] | None, parent: str | None) -> int:
         handle = len(self.runs) + 1
-        self.runs[handle] = self.opened().start_run(name, params, tags=tags, parent=parent)
+        run = self.runs[handle] = self.opened().start_run(name, params, tags=tags, parent=parent)
+        run.on_write_error = lambda error: self.send((-handle, False, _portable(error)))
         return handle
 
     def imported(self, module: str) -> bool:
@@ -370,7 +384,13 @@ def serve(conn: Any) -> None:
     """
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
-    service = Service()
+    sending = threading.Lock()  # answers go from this thread, failed writes from the runs' threads
+
+    def send(message: Any) -> None:
+        with sending:
+            conn.send(message)
+
+    service = Service(send)
     try:
         _warm_up()
         while True:
@@ -386,7 +406,7 @@ def serve(conn: Any) -> None:
                     service.errors.setdefault(target, exc)
             if call_id:
                 try:
-                    conn.send((call_id, ok, value))
+                    send((call_id, ok, value))
                 except (OSError, ValueError):  # the training process is gone
                     return
             if target == SERVICE and method == "close":

@@ -14,6 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mlp_lab import data, model_file, tracking_process
+from mlp_lab.errors import TrackingError
 from mlp_lab.figures import loss_curve
 from mlp_lab.registry import get_registry
 from mlp_lab.summary import Evaluation, Summary
@@ -148,8 +149,9 @@ def test_when_the_tracking_process_dies_its_runs_end_failed_with_one_line(store,
 
 
 def test_a_run_deleted_while_it_trains_stops_its_group_with_one_line(store, tmp_path):
-    """Someone deletes a run in the MLflow UI while it trains: MLflow refuses its last writes; no traceback."""
-    proc = start_training(tmp_path, "--seeds", "1,2", steps=3000)
+    """Someone deletes a run in the MLflow UI while it trains: its next losses cannot be written, training stops
+    (a million steps would take half an hour), the run's end is refused; one line, no traceback."""
+    proc = start_training(tmp_path, "--seeds", "1,2")
     client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
     try:
         deleted = first_loss_logged(store, client)
@@ -165,10 +167,35 @@ def test_a_run_deleted_while_it_trains_stops_its_group_with_one_line(store, tmp_
     assert (group.data.metrics["runs_planned"], group.data.metrics["runs_failed"]) == (2, 1)
 
 
-def start_training(folder, *extra: str, steps: int = 1000000) -> subprocess.Popen:
+@pytest.mark.parametrize("where", ["tracking process", "in process"])
+def test_a_write_that_fails_is_raised_by_the_next_log_call_once(store, monkeypatch, where):
+    monkeypatch.setenv("MLP_LAB_METRICS_INTERVAL", "0")
+    process = tracking_process.start() if where == "tracking process" else None
+    try:
+        tracker = tracking_process.RemoteTracker(process, None, "mlp-lab") if process else Tracker(None, "mlp-lab")
+        run = tracker.start_run("doomed", {}).ready()
+        MlflowClient(tracker.uri).delete_run(run.run_id)
+        deadline, raised = time.time() + 30, None
+        while raised is None and time.time() < deadline:
+            try:
+                run.log_series("train_loss", [1.0], 0)
+            except TrackingError as exc:
+                raised = exc
+            time.sleep(0.05)
+        assert raised is not None and str(raised).startswith("the MLflow store could not write what run doomed logged: ")
+        assert "must be in the 'active' state" in str(raised)
+        run.log_series("train_loss", [2.0], 1)  # once: the run can still be ended, with the reason
+        with pytest.raises(Exception, match="active"):
+            run.end("FAILED", str(raised))
+    finally:
+        if process:
+            process.close()
+
+
+def start_training(folder, *extra: str) -> subprocess.Popen:
     """``mlp-lab run`` as a real process, long enough to be stopped, on a store created first; its output piped."""
     Tracker(None, "mlp-lab")
-    command = ["run", "--plugin", "scratch", "--steps", str(steps), "--eval-every", "50", "-q", *extra]
+    command = ["run", "--plugin", "scratch", "--steps", "1000000", "--eval-every", "50", "-q", *extra]
     return subprocess.Popen(
         [sys.executable, "-m", "mlp_lab", *command],
         cwd=folder,
