@@ -120,9 +120,11 @@ def execute(
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (errors.Terminated)
         progress.close()
         with refused_by_store(name):
-            for ev in held:
-                run.log_metrics(ev.metrics(), ev.step)
-            run.end("KILLED", str(exc) or "interrupted (Ctrl-C)")
+            try:
+                for ev in held:
+                    run.log_metrics(ev.metrics(), ev.step)
+            finally:
+                run.end("KILLED", str(exc) or "interrupted (Ctrl-C)")
         raise
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - a failing plugin (even one calling sys.exit) ends its own run
         progress.close()
@@ -132,9 +134,9 @@ def execute(
             else f"{spec.impl.label} failed: {type(exc).__name__}: {exc}"
         )
         with refused_by_store(name):
-            for ev in held:
-                run.log_metrics(ev.metrics(), ev.step)
             try:
+                for ev in held:
+                    run.log_metrics(ev.metrics(), ev.step)
                 run.log_text("".join(traceback.format_exception(exc)), "error.txt")
             finally:
                 run.end("FAILED", error)

@@ -256,6 +256,7 @@ class RunLog:
         self._check_store()
         now = int(time.time() * 1000)
         self._queue.put([(key, float(v), first_step + i, now) for i, v in enumerate(values)])
+        self._raise_write_error()  # after queueing: these may still be written
 
     def log_metrics(self, metrics: dict[str, float], step: int, now: bool = False) -> None:
         """Queue several metrics at one step; with ``now``, write them at once (waits for the run)."""
@@ -263,7 +264,9 @@ class RunLog:
         stamp = int(time.time() * 1000)
         if not now:
             self._queue.put([(k, float(v), step, stamp) for k, v in metrics.items()])
+            self._raise_write_error()
             return
+        self._raise_write_error()
         run_id = self.run_id
         from mlflow.entities import Metric
 
@@ -286,6 +289,8 @@ class RunLog:
     def _check_store(self) -> None:
         if self.tracker.failed:  # stop training early: nothing it does can be logged
             self.tracker.wait()
+
+    def _raise_write_error(self) -> None:
         if self._error is not None and not self._told:  # a write failed: stop training now, not once it is over
             self._told = True
             raise self.write_error(self._error)
@@ -382,6 +387,7 @@ class RunLog:
 
         self._check_store()
         self._queue.put(write)
+        self._raise_write_error()
 
     def log_figure(self, figure: Any, path: str) -> None:
         """Log a matplotlib figure, or the figure a callable returns once the run is ready."""
@@ -436,9 +442,19 @@ class RunLog:
         return info.model_uri
 
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:
-        """Flush metrics and close the run as FINISHED, FAILED or KILLED (recording ``error``); stops the thread."""
+        """Flush metrics and close the run as FINISHED, FAILED or KILLED (recording ``error``); stops the thread.
+
+        A run whose records could not all be written does not finish: the write error is raised
+        first. Ended otherwise, a write error already reported is not raised again.
+        """
+        if status == "FINISHED":
+            self._raise_write_error()
         try:
-            self.flush()
+            try:
+                self.flush()
+            except BaseException as exc:
+                if status == "FINISHED" or exc is not self._error or not self._told:
+                    raise
         finally:
             if not self._ended:
                 self._ended = True

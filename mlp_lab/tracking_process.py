@@ -232,9 +232,10 @@ class RemoteRun:
         self._run_id: str | None = None
 
     def _call(self, method: str, *args: Any, wait: bool = True, **kwargs: Any) -> Any:
-        if not wait:  # a call that queues records: training stops at the first that could not be written
+        result = self._process.call(self._handle, method, *args, wait=wait, **kwargs)
+        if not wait:  # a call that queues records (sent first: they may still be written), so training stops
             self._process.raise_write_error(self._handle)
-        return self._process.call(self._handle, method, *args, wait=wait, **kwargs)
+        return result
 
     @property
     def run_id(self) -> str:
@@ -272,12 +273,15 @@ class RemoteRun:
         return self._call("log_model", model_file, input_example, pip_requirements, step)
 
     def end(self, status: str = "FINISHED", error: str | None = None) -> None:
+        if status == "FINISHED":  # a run whose records could not all be written does not finish
+            self._process.raise_write_error(self._handle)
         try:
             self._call("end", status, error)
         except TrackingProcessError as exc:  # it is gone: end the run from here, not leave it RUNNING
             gone = str(exc)
             self._end_here(f"{error}; {gone}" if error and gone not in error else error or gone)
             raise
+        self._process.raise_write_error(self._handle)  # a write that failed while it ended (its answer came first)
 
     def _end_here(self, error: str) -> None:
         if self._run_id is None:

@@ -6,6 +6,7 @@ never waits for the device; what is fetched goes to ``on_losses`` and evaluation
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -138,7 +139,8 @@ def train(
                     start = time.perf_counter()
     except BaseException:
         clock(start)
-        hand_over(step)  # the losses of the steps completed so far
+        with contextlib.suppress(Exception):  # what stopped training is the error to report
+            hand_over(step)  # the losses of the steps completed so far
         raise
     summary.steps = steps
     summary.peak_memory_mb = devices.peak_memory_mb(device)

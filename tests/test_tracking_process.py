@@ -168,25 +168,39 @@ def test_a_run_deleted_while_it_trains_stops_its_group_with_one_line(store, tmp_
 
 
 @pytest.mark.parametrize("where", ["tracking process", "in process"])
-def test_a_write_that_fails_is_raised_by_the_next_log_call_once(store, monkeypatch, where):
+@pytest.mark.parametrize("refused", ["a batch", "the run"])
+def test_a_write_that_fails_is_raised_by_the_next_log_call_once(store, monkeypatch, where, refused):
+    """The store refuses one batch (a bad metric name) or every write (the run was deleted in the UI)."""
     monkeypatch.setenv("MLP_LAB_METRICS_INTERVAL", "0")
     process = tracking_process.start() if where == "tracking process" else None
     try:
         tracker = tracking_process.RemoteTracker(process, None, "mlp-lab") if process else Tracker(None, "mlp-lab")
         run = tracker.start_run("doomed", {}).ready()
-        MlflowClient(tracker.uri).delete_run(run.run_id)
-        deadline, raised = time.time() + 30, None
+        if refused == "the run":
+            MlflowClient(tracker.uri).delete_run(run.run_id)
+        else:
+            run.log_series("bad!key", [0.0], 0)
+        deadline, raised, step = time.time() + 30, None, 0
         while raised is None and time.time() < deadline:
             try:
-                run.log_series("train_loss", [1.0], 0)
+                run.log_series("train_loss", [float(step)], step)  # queued before the error is raised: kept
             except TrackingError as exc:
-                raised = exc
+                raised, raised_at = exc, step
+            step += 1
             time.sleep(0.05)
         assert raised is not None and str(raised).startswith("the MLflow store could not write what run doomed logged: ")
-        assert "must be in the 'active' state" in str(raised)
-        run.log_series("train_loss", [2.0], 1)  # once: the run can still be ended, with the reason
-        with pytest.raises(Exception, match="active"):
-            run.end("FAILED", str(raised))
+        assert ("must be in the 'active' state" if refused == "the run" else "bad!key") in str(raised)
+        run.log_series("train_loss", [float(step)], step)  # raised once: the run is ended with the reason
+        if refused == "the run":
+            with pytest.raises(Exception, match="active"):
+                run.end("FAILED", str(raised))
+            return
+        run.end("FAILED", str(raised))  # reported already: not raised again
+        logged = MlflowClient(tracker.uri).get_run(run.run_id)
+        assert logged.info.status == "FAILED" and logged.data.tags["mlp_lab.error"] == str(raised)
+        steps = sorted(m.step for m in MlflowClient(tracker.uri).get_metric_history(run.run_id, "train_loss"))
+        assert steps == list(range(steps[0], step + 1))  # every loss after the refused batch was written
+        assert raised_at in steps  # the losses of the call that raised too
     finally:
         if process:
             process.close()
