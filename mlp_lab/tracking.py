@@ -206,7 +206,7 @@ class RunLog:
     models, tags and ``end`` are written by the caller once the run exists. Call :meth:`ready`
     before importing MLflow or matplotlib in the caller. The first queued write that fails is
     raised, as a :class:`TrackingError`, by the next call that queues (or handed to
-    ``on_write_error``), so training stops then; :meth:`flush` and :meth:`end` raise the store's error again.
+    ``on_write_error``), so training stops then; :meth:`flush` raises the store's error again.
     """
 
     def __init__(self, tracker: Tracker, name: str, params: dict[str, Any], tags: dict[str, str]) -> None:
