@@ -307,7 +307,7 @@ RUN_METHODS = frozenset(["ready", "log_series", "log_metrics", "log_dataset", "p
 class Service:
     """What the tracking process holds: the tracker and the runs, by number."""
 
-    def __init__(self, send: Callable[[Any], None] = lambda message: None) -> None:
+    def __init__(self, send: Callable[[Any], None]) -> None:
         self.send = send  # to the training process, unasked: a run's failed write
         self.tracker: Tracker | None = None
         self.open_error: StoreError | None = None
