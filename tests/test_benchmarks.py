@@ -143,13 +143,15 @@ def test_unknown_case_is_a_usage_error():
     assert out.returncode == 2 and "unknown case(s) nope" in out.stderr
 
 
-def test_gpu_script_without_cuda_says_so(tmp_path):
+@pytest.mark.parametrize("script", ["benchmarks.gpu", "benchmarks.nn_module_step"])
+def test_gpu_script_without_cuda_says_so(tmp_path, script):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.gpu", "--json", str(tmp_path / "g.json")], cwd=REPO, capture_output=True, text=True
+        [sys.executable, "-m", script, "--json", str(tmp_path / "g.json")], cwd=REPO, capture_output=True, text=True
     )
     assert out.returncode == 2 and "no CUDA device here" in out.stderr
+    assert not (tmp_path / "g.json").exists()
 
 
 def test_full_mnist_reference_reports_time_to_target():
