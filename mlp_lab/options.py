@@ -74,6 +74,28 @@ SHARED = (
 )
 
 
+# What the core logs beside the hyperparameters of every run (see mlp_lab.runs): no option may take these names.
+RUN_PARAMS = frozenset(
+    {
+        "plugin",
+        "plugin_distribution",
+        "plugin_version",
+        "seed",
+        "device",
+        "compile",
+        "dataset",
+        "n_train",
+        "n_test",
+        "dataset_digest",
+        "mlp_lab_version",
+        "torch_version",
+        "device_name",
+        "device_memory_gb",
+        "cpu_threads",
+    }
+)
+
+
 @dataclass(frozen=True)
 class Hyperparams:
     """The resolved hyperparameters of one run, read as attributes (``hp.lr``, ``hp.dropout``)."""

@@ -27,11 +27,12 @@ import pluggy
 from mlp_lab import hookspecs
 from mlp_lab.errors import PluginError, UsageError
 from mlp_lab.model import REQUIRED
-from mlp_lab.options import SHARED, Hyperparams, Option, resolve
+from mlp_lab.options import RUN_PARAMS, SHARED, Hyperparams, Option, resolve
 
 GROUP = "mlp_lab"
 BUILTIN_DISTRIBUTION = "mlp-lab"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+OPTION_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")  # set as -p NAME=VALUE, logged as an MLflow param
 
 
 class Register(Protocol):
@@ -185,8 +186,11 @@ def load(entry_points: list[metadata.EntryPoint] | None = None) -> Registry:
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - whatever a plugin's import raises
             problem(f"failed to import {ep.value}: {type(exc).__name__}: {exc}")
             continue
-        try:
-            pm.register(module, name=ep.name)
+        if pm.is_registered(module):
+            problem(f"its module {ep.value} is already loaded as plugin '{pm.get_name(module)}'")
+            continue
+        try:  # entry-point names are unique within a distribution, not across them
+            pm.register(module, name=ep.name if pm.get_plugin(ep.name) is None else f"{dist}:{ep.name}")
         except Exception as exc:  # noqa: BLE001
             problem(f"cannot be registered: {type(exc).__name__}: {exc}")
             continue
@@ -236,11 +240,19 @@ class Registration:
             raise PluginError(f"implementation '{name}': defaults must be a dict, got {type(defaults).__name__}")
         opts = tuple(options)
         shared = {o.name for o in SHARED}
+        seen: set[str] = set()
         for o in opts:
             if not isinstance(o, Option):
                 raise PluginError(f"implementation '{name}': options must be mlp_lab.Option, got {o!r}")
+            if not isinstance(o.name, str) or not OPTION_RE.match(o.name):
+                raise PluginError(f"implementation '{name}': invalid option name {o.name!r} (letters, digits, _ . -)")
             if o.name in shared:
                 raise PluginError(f"implementation '{name}': option '{o.name}' is shared; set it in defaults")
+            if o.name in RUN_PARAMS:
+                raise PluginError(f"implementation '{name}': option '{o.name}' would clash with the run parameter of that name")
+            if o.name in seen:
+                raise PluginError(f"implementation '{name}': option '{o.name}' is declared twice")
+            seen.add(o.name)
             o.parse(o.default, name)
         unknown = set(defaults or {}) - shared - {o.name for o in opts}
         if unknown:
@@ -274,6 +286,9 @@ def register_plugin(pm, module, plugin: str, dist: str, version: str, registry: 
     for impl in register.pending:
         if impl.name in registry.implementations:
             owner = registry.implementations[impl.name]
+            if (owner.plugin, owner.distribution) == (plugin, dist):
+                registry.broken.append(Problem(plugin, dist, version, f"registers '{impl.name}' twice", impl.name))
+                continue
             qualified = f"{dist}:{impl.name}"
             if qualified in registry.implementations:
                 registry.broken.append(Problem(plugin, dist, version, f"registers '{impl.name}' twice", impl.name))

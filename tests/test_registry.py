@@ -77,3 +77,76 @@ def test_no_plugins_loaded_is_a_clear_error(monkeypatch, run_cli):
     monkeypatch.setenv("MLP_LAB_LOAD_PLUGINS", "")
     result = run_cli("run", "--plugin", "scratch")
     assert result.exit_code == 2 and result.stderr.strip() == "Error: unknown plugin 'scratch'; known: none"
+
+
+def _registering(*names: str) -> str:
+    calls = "".join(
+        f"    register({n!r}, 'A copy of scratch.', 'mlp_lab_plugins.scratch:Scratch', options=OPTIONS)\n" for n in names
+    )
+    return (
+        "from mlp_lab import Option, hookimpl\nfrom mlp_lab_plugins.seed import TANH_MSE\n"
+        "OPTIONS = (*TANH_MSE, Option('decay_at', int, 5000), Option('decay', float, 0.1))\n\n"
+        f"@hookimpl\ndef register_implementations(register):\n{calls}"
+    )
+
+
+def test_entry_point_names_may_repeat_across_distributions(plugin_dist):
+    """Entry-point names are unique within a distribution only: two distributions' ``models`` both load, and
+    a third-party entry point named like a built-in one (``seed``) does not push out either."""
+    plugin_dist("first-dist", "first_models", _registering("first-a", "shared-name"), entry_points={"models": "first_models"})
+    plugin_dist("second-dist", "second_models", _registering("second-a", "shared-name"), entry_points={"models": "second_models"})
+    plugin_dist("third-dist", "third_models", _registering("third-a"), entry_points={"seed": "third_models"})
+    registry = get_registry()
+    assert registry.broken == []
+    assert {"first-a", "second-a", "third-a", "shared-name", "second-dist:shared-name", "scratch"} <= set(
+        registry.implementations
+    )
+    assert registry.implementations["shared-name"].distribution == "first-dist"
+    assert [c.error for c in registry.clashes] == [
+        "name 'shared-name' is taken by first-dist; registered as 'second-dist:shared-name'"
+    ]
+
+
+def test_one_module_under_two_entry_points_is_reported_once(plugin_dist):
+    plugin_dist("twice-dist", "twice_models", _registering("twice-a"), entry_points={"a": "twice_models", "b": "twice_models"})
+    registry = get_registry()
+    assert "twice-a" in registry.implementations
+    assert [(b.plugin, b.error) for b in registry.broken] == [("b", "its module twice_models is already loaded as plugin 'a'")]
+
+
+def test_bad_registrations_are_rejected_with_the_reason(plugin_dist):
+    code = """
+    from mlp_lab import Option, hookimpl
+
+    @hookimpl
+    def register_implementations(register):
+        model = "mlp_lab_plugins.scratch:Scratch"
+        register("eq-name", "Bad option name.", model, options=(Option("a=b", int, 1),))
+        register("dup-option", "An option twice.", model, options=(Option("k", int, 1), Option("k", int, 2)))
+        register("seed-option", "Its option would hide the run's seed.", model, options=(Option("seed", int, 5),))
+        register("dup-name", "First.", model)
+        register("dup-name", "Second, from the same plugin.", model)
+    """
+    plugin_dist("bad-dist", "bad_models", code)
+    registry = get_registry()
+    assert {b.implementation: b.error for b in registry.broken} == {
+        "eq-name": "implementation 'eq-name': invalid option name 'a=b' (letters, digits, _ . -)",
+        "dup-option": "implementation 'dup-option': option 'k' is declared twice",
+        "seed-option": "implementation 'seed-option': option 'seed' would clash with the run parameter of that name",
+        "dup-name": "registers 'dup-name' twice",
+    }
+    assert registry.implementations["dup-name"].description == "First."
+    assert registry.clashes == []
+
+
+def test_every_parameter_a_run_logs_beside_the_hyperparameters_is_reserved():
+    import torch
+
+    from mlp_lab.data import load
+    from mlp_lab.options import RUN_PARAMS
+    from mlp_lab.runs import RunSpec, device_params, params_of
+
+    impl = get_registry().get("scratch")
+    spec = RunSpec(impl, impl.model_class(), impl.hyperparams({}), 1)
+    logged = {**params_of(spec, load("tiny"), torch.device("cpu")), **device_params(torch.device("cpu"))}
+    assert set(logged) - set(spec.hp.as_dict()) - {"eval_every"} == RUN_PARAMS
