@@ -118,3 +118,18 @@ class Model:
     def has_hand_written_gradients(cls) -> bool:
         """Whether this implementation overrides :meth:`forward_backward`."""
         return cls.forward_backward is not Model.forward_backward
+
+
+def checked_parameters(model: Model, owner: str) -> dict[str, torch.Tensor]:
+    """``model.parameters()``, or a :class:`~mlp_lab.errors.PluginError` saying how it breaks the contract."""
+    import torch
+
+    from mlp_lab.errors import PluginError
+
+    params = model.parameters()
+    if isinstance(params, dict) and params and all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in params.items()):
+        return params
+    got = "an empty dict" if params == {} else type(params).__name__
+    if isinstance(params, dict) and params:
+        got = "a dict of " + ", ".join(sorted({f"{type(k).__name__}: {type(t).__name__}" for k, t in params.items()}))
+    raise PluginError(f"{owner}: parameters() must return a non-empty dict of tensors by name, got {got}")

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 import mlp_lab
-from mlp_lab.model import Model
+from mlp_lab.model import Model, checked_parameters
 
 
 def save(model: Model, mean: float, std: float) -> bytes:
@@ -23,6 +23,27 @@ def save(model: Model, mean: float, std: float) -> bytes:
     buffer = io.BytesIO()
     torch.save({"model": inference_copy(model), "mean": mean, "std": std}, buffer)
     return buffer.getvalue()
+
+
+def check_saveable(model: Model, owner: str) -> None:
+    """Save ``model`` once, before training: a :class:`PluginError` naming what cannot be saved, found now, not at the end."""
+    import pickle
+
+    from mlp_lab.errors import PluginError, first_line
+
+    checked_parameters(model, owner)
+    try:
+        save(model, 0.0, 1.0)
+    except Exception as exc:
+        for name, value in vars(model).items():
+            if isinstance(value, torch.optim.Optimizer):
+                continue  # not saved
+            try:
+                pickle.dumps(value)
+            except Exception as why:  # noqa: BLE001 - whatever pickling the attribute raises
+                what = f"attribute '{name}' ({type(value).__name__}): {type(why).__name__}: {first_line(why)}"
+                raise PluginError(f"{owner}: the model cannot be saved: {what}") from exc
+        raise PluginError(f"{owner}: the model cannot be saved: {type(exc).__name__}: {first_line(exc)}") from exc
 
 
 def load(path: str | Path) -> dict[str, Any]:
@@ -40,7 +61,7 @@ def inference_copy(model: Model) -> Model:
             setattr(clone, name, copy.deepcopy(value))
     clone.to("cpu")
     clone.train(False)
-    for t in clone.parameters().values():
+    for t in checked_parameters(clone, type(model).__name__).values():
         t.requires_grad_(False)
     return clone
 

@@ -162,10 +162,14 @@ def build_and_train(
     on_losses: Callable[[list[float], int], None],
     on_eval: Callable[[training.Evaluation], None],
 ) -> tuple[Any, training.Summary]:
-    """Seed, build the model on the CPU, move it to ``device`` and train it: the same numbers for the same seed."""
+    """Seed, build the model on the CPU, check it can be saved, move it to ``device`` and train it.
+
+    The same seed gives the same numbers: saving draws no random numbers.
+    """
     random.seed(spec.seed)
     torch.manual_seed(spec.seed)
     model = spec.model_class(spec.hp)
+    model_file.check_saveable(model, spec.impl.label)  # a model that cannot be saved fails now, not after its training
     model.to(device)
     return model, training.train(model, data.to(device), spec.hp, spec.seed, on_losses, on_eval, compile=spec.compile)
 

@@ -77,10 +77,13 @@ def _train(spec: RunSpec) -> tuple[Any, Any]:
     """Train ``spec`` on the tiny set exactly as ``mlp-lab run`` does (same seeding, same loop), on the CPU."""
     import torch
 
+    from mlp_lab.errors import PluginError
     from mlp_lab.runs import build_and_train
 
     try:
         return build_and_train(spec, _tiny(), torch.device("cpu"), lambda values, first: None, lambda ev: None)
+    except PluginError as exc:  # the model breaks the contract (it cannot be saved, say): the message says how
+        raise ConformanceError(str(exc)) from None
     except Exception as exc:
         raise _fail(spec.impl.name, f"training failed: {type(exc).__name__}: {exc}") from exc
 
@@ -109,11 +112,14 @@ def _predictions_ok(spec: RunSpec, model: Any) -> None:
     import torch
 
     from mlp_lab.data import Batch
+    from mlp_lab.errors import PluginError
+    from mlp_lab.model import checked_parameters
 
     name = spec.impl.name
-    params = model.parameters()
-    if not isinstance(params, dict) or not params or not all(isinstance(t, torch.Tensor) for t in params.values()):
-        raise _fail(name, f"parameters() must return a non-empty dict of tensors, got {type(params).__name__}")
+    try:
+        checked_parameters(model, f"implementation '{name}'")
+    except PluginError as exc:
+        raise ConformanceError(str(exc)) from None
     test = _tiny().test
     model.train(False)
     with torch.no_grad():
@@ -222,6 +228,7 @@ def check_gradients(name: str, samples: int = 5, overrides: dict[str, Any] | Non
     """Hand-written gradients, where offered (``forward_backward``), match autograd's; False when there are none."""
     from mlp_lab import gradcheck
     from mlp_lab.data import Batch
+    from mlp_lab.errors import PluginError
 
     spec = _spec(name, 1, overrides=overrides)
     if not spec.model_class.has_hand_written_gradients():
@@ -235,7 +242,11 @@ def check_gradients(name: str, samples: int = 5, overrides: dict[str, Any] | Non
     model = spec.model_class(spec.hp)
     train = _tiny().train
     try:
-        rows = gradcheck.hand_written(model, Batch(train.x[:samples], train.y[:samples], train.onehot[:samples]))
+        rows = gradcheck.hand_written(
+            model, Batch(train.x[:samples], train.y[:samples], train.onehot[:samples]), f"implementation '{name}'"
+        )
+    except PluginError as exc:
+        raise ConformanceError(str(exc)) from None
     except Exception as exc:
         raise _fail(name, f"forward_backward failed: {type(exc).__name__}: {exc}") from exc
     if not rows:

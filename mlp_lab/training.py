@@ -30,6 +30,10 @@ class BadScores(RuntimeError):
     """``predict`` returned something other than (N, 10) class scores."""
 
 
+class BadLoss(RuntimeError):
+    """``train_step`` returned something other than the loss as a one-element tensor."""
+
+
 def eval_interval(hp: Hyperparams) -> int:
     """Steps between evaluations: ``eval_every``, else a hundredth of the run."""
     return hp.eval_every or max(1, hp.steps // 100)
@@ -130,7 +134,14 @@ def train(
     step = 0
     try:
         for step in range(steps):
-            buffer[step - fetched] = step_fn(next(stream), step).detach()
+            loss = step_fn(next(stream), step)
+            try:
+                buffer[step - fetched] = loss.detach()
+            except Exception:
+                if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                    got = f"shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else type(loss).__name__
+                    raise BadLoss(f"train_step must return the loss as a 0-dim tensor, got {got}") from None
+                raise
             if step + 1 - fetched == len(buffer) or step + 1 == steps:
                 hand_over(step + 1)
                 if (step + 1) % every == 0 or step + 1 == steps:

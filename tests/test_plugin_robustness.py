@@ -101,11 +101,28 @@ class ThreeScores(Linear):
     def loss(self, batch):
         return ((batch.x @ self.w - batch.onehot) ** 2).sum()
 
+class FloatLoss(Linear):
+    def train_step(self, batch, step):
+        return self.loss(batch).item() if step == 2 else self.loss(batch)
+
+class ListParams(Linear):
+    def parameters(self):
+        return [self.w]
+
+class HoldsALock(Linear):
+    def __init__(self, hp):
+        super().__init__(hp)
+        import threading
+        self.guard = threading.Lock()
+
 @hookimpl
 def register_implementations(register):
     register("inf-loss", "Its loss becomes infinite at step 2.", Inf)
     register("exits-in-step", "Calls sys.exit(3) at step 2.", Exits)
     register("three-scores", "Predicts 3 scores instead of 10.", ThreeScores)
+    register("float-loss", "Returns its loss as a float at step 2.", FloatLoss)
+    register("list-params", "Its parameters() is a list.", ListParams)
+    register("holds-a-lock", "Cannot be saved: it holds a lock.", HoldsALock)
 """,
     ),
     "clash-dist": (
@@ -174,7 +191,8 @@ def test_a_rejected_implementation_is_a_one_line_error_naming_its_plugin(broken_
 def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_world, run_cli, store):
     result = run_cli(
         "run", *("--plugin", "scratch", "--plugin", "lazy-gap", "--plugin", "inf-loss", "--plugin", "exits-in-step"),
-        *("--plugin", "three-scores", "--plugin", "clash-dist:scratch", "--tiny", "--steps", "5", "-q"),
+        *("--plugin", "three-scores", "--plugin", "float-loss", "--plugin", "list-params", "--plugin", "holds-a-lock"),
+        *("--plugin", "clash-dist:scratch", "--tiny", "--steps", "5", "-q"),
     )  # fmt: skip
     assert result.exit_code == 1 and "Traceback" not in result.output
     runs = {r.data.params["plugin"]: r for r in runs_in(store) if r.data.tags.get("mlp_lab.kind") == "run"}
@@ -184,6 +202,9 @@ def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_
         "inf-loss": "FAILED",
         "exits-in-step": "FAILED",  # sys.exit in a plugin ends its run, not the tool
         "three-scores": "FAILED",
+        "float-loss": "FAILED",
+        "list-params": "FAILED",
+        "holds-a-lock": "FAILED",
         "clash-dist:scratch": "FINISHED",
     }
     assert runs["scratch"].data.params["plugin_distribution"] == "mlp-lab"
@@ -199,6 +220,18 @@ def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_
         .data.tags["mlp_lab.error"]
         .endswith("failed: BadScores: predict returned shape (500, 3) for 500 inputs; expected (500, 10)")
     )
+    error = {name: r.data.tags.get("mlp_lab.error") for name, r in runs.items()}
+    assert error["float-loss"].endswith("failed: BadLoss: train_step must return the loss as a 0-dim tensor, got float")
+    assert runs["float-loss"].data.metrics["train_loss"] > 0  # the two steps before it are kept
+    label = "implementation '{}' (plugin 'inf_mod' from inf-loss 0.1)"
+    assert error["list-params"] == label.format("list-params") + (
+        ": parameters() must return a non-empty dict of tensors by name, got list"
+    )
+    assert error["holds-a-lock"] == label.format("holds-a-lock") + (
+        ": the model cannot be saved: attribute 'guard' (lock): TypeError: cannot pickle '_thread.lock' object"
+    )
+    for before_training in ("list-params", "holds-a-lock"):  # found when the model is built, not after its training
+        assert "train_loss" not in runs[before_training].data.metrics
 
 
 def test_tracing_prints_each_hook_call_its_arguments_and_its_result(plugin_dist, run_cli, monkeypatch):
