@@ -7,6 +7,7 @@ Without them, autograd is compared with central finite differences in float64 on
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from mlp_lab.data import Batch, load
+from mlp_lab.errors import PluginError, first_line
+from mlp_lab.model import checked_parameters
 from mlp_lab.options import Hyperparams
 from mlp_lab.registry import Implementation
 
@@ -31,31 +34,45 @@ def _seeded(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def hand_written(model, batch: Batch) -> list[Row]:  # noqa: ANN001
-    """Hand-written gradients against autograd's, parameters and exposed activations alike."""
-    params = model.parameters()
+def hand_written(model, batch: Batch, owner: str = "the model") -> list[Row]:  # noqa: ANN001
+    """Hand-written gradients against autograd's, parameters and exposed activations alike.
+
+    A parameter without a hand-written gradient is a failed row; a gradient named after neither a
+    parameter nor an activation, or a loss autograd cannot differentiate, a :class:`PluginError`.
+    """
+    params = checked_parameters(model, owner)
     for p in params.values():
         p.requires_grad_(True)
         p.grad = None
     loss, activations, grads = model.forward_backward(batch)
+    unknown = [name for name in grads if name not in params and name not in activations]
+    if unknown:
+        raise PluginError(
+            f"{owner}: forward_backward returned gradients for {', '.join(unknown)}, neither parameters nor activations"
+        )
     for a in activations.values():
         a.retain_grad()
+    if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+        raise PluginError(f"{owner}: forward_backward must return the loss as computed from the parameters, with autograd on")
     loss.backward()
-    rows = []
+    rows = [Row(f"{name} (no hand-written gradient)", False, False, math.inf) for name in params if name not in grads]
     for name, mine in grads.items():
         ref = params[name].grad if name in params else activations[name].grad
         mine = mine.detach()
         if ref is None:  # the loss does not depend on it: autograd's gradient is zero
             ref = torch.zeros_like(mine)
+        if mine.shape != ref.shape:
+            rows.append(Row(f"{name} (shape {tuple(mine.shape)}, autograd's {tuple(ref.shape)})", False, False, math.inf))
+            continue
         rows.append(Row(name, bool(torch.equal(mine, ref)), bool(torch.allclose(mine, ref)), (mine - ref).abs().max().item()))
     return rows
 
 
-def finite_differences(model, batch: Batch, seed: int, entries: int, eps: float = 1e-6) -> list[Row]:  # noqa: ANN001
+def finite_differences(model, batch: Batch, seed: int, entries: int, eps: float = 1e-6, owner: str = "the model") -> list[Row]:  # noqa: ANN001
     """Autograd against central finite differences in float64, on ``entries`` sampled entries per tensor."""
     model.to(dtype=torch.float64)
     batch = Batch(batch.x.double(), batch.y, batch.onehot.double())
-    params = model.parameters()
+    params = checked_parameters(model, owner)
 
     def loss() -> torch.Tensor:
         _seeded(seed)  # the same dropout masks, or any other randomness, for every evaluation
@@ -101,12 +118,18 @@ def run(impl: Implementation, hp: Hyperparams, samples: int, seed: int, entries:
     data = load("default")
     batch = Batch(data.train.x[:samples], data.train.y[:samples], data.train.onehot[:samples])
     _seeded(seed)
-    model = model_class(hp)
-    if model_class.has_hand_written_gradients():
-        title, rows = f"{impl.name}: hand-written gradients vs autograd ({samples} samples)", hand_written(model, batch)
-    else:
-        title = f"{impl.name}: autograd vs finite differences, float64 ({samples} samples)"
-        rows = finite_differences(model, batch, seed, entries)
+    try:
+        model = model_class(hp)
+        if model_class.has_hand_written_gradients():
+            title = f"{impl.name}: hand-written gradients vs autograd ({samples} samples)"
+            rows = hand_written(model, batch, impl.label)
+        else:
+            title = f"{impl.name}: autograd vs finite differences, float64 ({samples} samples)"
+            rows = finite_differences(model, batch, seed, entries, owner=impl.label)
+    except PluginError:
+        raise
+    except Exception as exc:  # the plugin's own code raised: one line, as mlp-lab run reports it
+        raise PluginError(f"{impl.label} failed: {type(exc).__name__}: {first_line(exc)}") from exc
     table = Table(title=title, title_justify="left")
     for col in ("tensor", "exact", "approximate", "max diff"):
         table.add_column(col, justify="right" if col == "max diff" else "left")

@@ -82,3 +82,72 @@ def test_an_activation_the_loss_does_not_use_has_gradient_zero(run_cli, plugin_d
     result = run_cli("gradcheck", "--plugin", "extra-activation")
     assert result.exit_code == 0, result.output
     assert table_rows(result.stdout)["unused"][:2] == ["True", "True"]  # exact and approximate
+
+
+FLAWED = """
+from mlp_lab import Option, hookimpl
+from mlp_lab_plugins.scratch import Scratch
+from mlp_lab_plugins.seed import TANH_MSE
+
+class Missing(Scratch):  # no gradient for w1 and b1: not checked is not passed
+    def forward_backward(self, batch):
+        loss, activations, grads = super().forward_backward(batch)
+        return loss, activations, {k: v for k, v in grads.items() if k not in ("w1", "b1")}
+
+class WrongShape(Scratch):
+    def forward_backward(self, batch):
+        loss, activations, grads = super().forward_backward(batch)
+        return loss, activations, {**grads, "b1": grads["b1"][:10]}
+
+class Stray(Scratch):
+    def forward_backward(self, batch):
+        loss, activations, grads = super().forward_backward(batch)
+        return loss, activations, {**grads, "logits": grads["h2"]}
+
+class Detached(Scratch):
+    def forward_backward(self, batch):
+        loss, activations, grads = super().forward_backward(batch)
+        return loss.detach(), activations, grads
+
+class Raises(Scratch):
+    def __init__(self, hp):
+        raise RuntimeError("init fails")
+
+class ListParams(Scratch):
+    def parameters(self):
+        return list(self.p.values())
+
+@hookimpl
+def register_implementations(register):
+    options = (*TANH_MSE, Option("decay_at", int, 5000), Option("decay", float, 0.1))
+    for name, model in [("missing", Missing), ("wrong-shape", WrongShape), ("stray", Stray), ("detached", Detached),
+                        ("raises", Raises), ("list-params", ListParams)]:
+        register(name, "Scratch with a flaw in its gradients.", model, options=options)
+"""
+
+
+def test_a_parameter_without_a_hand_written_gradient_fails(run_cli, plugin_dist):
+    plugin_dist("flawed-plugin", "flawed_mod", FLAWED)
+    result = run_cli("gradcheck", "--plugin", "missing")
+    assert result.exit_code == 1
+    rows = table_rows(result.stdout)
+    assert rows["w1 (no hand-written gradient)"][:2] == ["False", "False"]
+    assert rows["w2"][1] == "True"
+    assert result.stderr.strip() == "Gradient mismatch in: w1 (no hand-written gradient), b1 (no hand-written gradient)"
+    shape = run_cli("gradcheck", "--plugin", "wrong-shape")
+    assert shape.exit_code == 1 and "Traceback" not in shape.output
+    assert shape.stderr.strip() == "Gradient mismatch in: b1 (shape (10,), autograd's (50,))"
+
+
+def test_a_plugin_that_breaks_in_gradcheck_is_one_line(run_cli, plugin_dist):
+    plugin_dist("flawed-plugin", "flawed_mod", FLAWED)
+    label = "implementation '{}' (plugin 'flawed_mod' from flawed-plugin 0.1)"
+    expected = {
+        "stray": ": forward_backward returned gradients for logits, neither parameters nor activations",
+        "detached": ": forward_backward must return the loss as computed from the parameters, with autograd on",
+        "raises": " failed: RuntimeError: init fails",
+        "list-params": ": parameters() must return a non-empty dict of tensors by name, got list",
+    }
+    for name, message in expected.items():
+        result = run_cli("gradcheck", "--plugin", name)
+        assert (result.exit_code, result.stderr.strip()) == (2, "Error: " + label.format(name) + message), result.output
