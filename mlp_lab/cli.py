@@ -82,8 +82,16 @@ def main() -> None:
 # -- shared options ------------------------------------------------------------------------------
 
 
+def experiment_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not value.strip():
+        raise click.BadParameter("an MLflow experiment needs a name")
+    return value
+
+
 def tracking_options(f: Any) -> Any:
-    f = click.option("--experiment", default="mlp-lab", show_default=True, help="MLflow experiment name.")(f)
+    f = click.option(
+        "--experiment", default="mlp-lab", show_default=True, callback=experiment_name, help="MLflow experiment name."
+    )(f)
     f = click.option(
         "--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow store or server (default: sqlite:///mlruns/mlflow.db)."
     )(f)

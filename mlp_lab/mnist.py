@@ -115,8 +115,12 @@ def full_files(data_dir: Path | None, download: bool = True) -> dict[str, bytes]
 
 
 def fetch(folder: Path, name: str) -> bytes:
-    """Download ``name``.gz into ``folder`` from the first mirror that serves a verified copy."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Download ``name``.gz into ``folder`` (made if missing) from the first mirror that serves a verified copy."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, no permission
+        why = "a file is in the way" if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc.strerror or str(exc)
+        raise DataError(f"cannot make the data folder {folder} to download MNIST into: {why}") from None
     errors = []
     for base in mirrors():
         url = f"{base}{name}.gz"
@@ -130,8 +134,11 @@ def fetch(folder: Path, name: str) -> bytes:
             errors.append(f"{url}: checksum mismatch")
             continue
         tmp = folder / f".{name}.gz.part"
-        tmp.write_bytes(raw)
-        tmp.replace(folder / f"{name}.gz")
+        try:
+            tmp.write_bytes(raw)
+            tmp.replace(folder / f"{name}.gz")
+        except OSError as exc:
+            raise DataError(f"cannot save {name}.gz in {folder}: {exc.strerror or exc}") from None
         return data
     raise DataError(
         f"could not download {name}.gz ({'; '.join(errors) or 'no mirror'}); offline? put the four MNIST files "

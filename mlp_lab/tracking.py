@@ -50,8 +50,24 @@ def resolve_uri(uri: str | None) -> str:
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
-    DEFAULT_DIR.mkdir(exist_ok=True)
+    try:
+        DEFAULT_DIR.mkdir(exist_ok=True)
+    except FileExistsError:
+        raise StoreError(f"cannot make the MLflow store's folder {DEFAULT_DIR}: a file of that name is in the way") from None
+    except OSError as exc:
+        raise StoreError(f"cannot make the MLflow store's folder {DEFAULT_DIR}: {exc.strerror or exc}") from None
     return f"sqlite:///{(DEFAULT_DIR / 'mlflow.db').resolve()}"
+
+
+def check_store(uri: str) -> None:
+    """:class:`StoreError` at once for a store that cannot work: a local database whose folder is missing, a server
+    that does not answer (:func:`check_reachable`)."""
+    if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
+        folder = Path(uri[len("sqlite:///") :]).parent
+        if not folder.is_dir():
+            why = "is not a folder" if folder.exists() else "does not exist"
+            raise StoreError(f"cannot open the MLflow store {uri}: its folder {folder} {why}")
+    check_reachable(uri)
 
 
 def default_artifact_root(uri: str) -> str | None:
@@ -73,6 +89,30 @@ class ArrayShape:
         import numpy as np
 
         return np.broadcast_to(np.zeros((), dtype=self.dtype), self.shape)
+
+
+def check_artifact_location(location: str) -> None:
+    """A local artifact folder must take files: an ``OSError`` now, not when a run's figure and model are logged.
+
+    Remote locations (``mlflow-artifacts:``, ``s3:``, ...) are the server's to check.
+    """
+    import tempfile
+    import urllib.parse
+    import urllib.request
+
+    scheme = urllib.parse.urlparse(location).scheme
+    if scheme == "file":
+        folder = Path(urllib.request.url2pathname(urllib.parse.urlparse(location).path))
+    elif len(scheme) <= 1:  # a plain path (a Windows drive letter reads as a one-letter scheme)
+        folder = Path(location)
+    else:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".mlp-lab-check-"):
+            pass
+    except OSError as exc:
+        raise OSError(f"cannot write artifacts in {folder}: {exc.strerror or exc}") from exc
 
 
 class StoreError(UsageError):
@@ -118,7 +158,7 @@ class Tracker:
     def __init__(self, uri: str | None, experiment: str, background: bool = False, prepare: bool = True) -> None:
         self.uri = resolve_uri(uri)
         self._prepare = prepare
-        check_reachable(self.uri)
+        check_store(self.uri)
         self.experiment = experiment
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -147,6 +187,7 @@ class Tracker:
                     )
                 )
             mlflow.set_experiment(experiment_id=self._experiment_id)  # where MLflow puts logged models
+            check_artifact_location(client.get_experiment(self._experiment_id).artifact_location)
             self._client = client
             if self._prepare:
                 prepare_for_runs()
@@ -270,7 +311,9 @@ class RunLog:
         run_id = self.run_id
         from mlflow.entities import Metric
 
-        self.client.log_batch(run_id, metrics=[Metric(k, float(v), stamp, step) for k, v in metrics.items()], synchronous=True)
+        records = [Metric(k, float(v), stamp, step) for k, v in metrics.items()]
+        with self.writing():
+            self.client.log_batch(run_id, metrics=records, synchronous=True)
 
     def push(self) -> None:
         """Start writing what is queued now, without waiting for it (training is over: the CPU is free)."""
@@ -296,7 +339,7 @@ class RunLog:
             raise self.write_error(self._error)
 
     def write_error(self, exc: BaseException) -> TrackingError:
-        """What a failed write of this run's queued records is reported as, once, while it trains."""
+        """What a failed write of this run's records is reported as (a queued one: once, while it trains)."""
         error = TrackingError(f"the MLflow store could not write what run {self.name} logged: {first_line(exc)}")
         error.__cause__ = exc
         return error
@@ -392,20 +435,34 @@ class RunLog:
     def log_figure(self, figure: Any, path: str) -> None:
         """Log a matplotlib figure, or the figure a callable returns once the run is ready."""
         run_id = self.run_id
-        self.client.log_figure(run_id, figure() if callable(figure) else figure, path)
+        drawn = figure() if callable(figure) else figure
+        with self.writing():
+            self.client.log_figure(run_id, drawn, path)
 
     def log_text(self, text: str, path: str) -> None:
-        self.client.log_text(self.run_id, text, path)
+        run_id = self.run_id
+        with self.writing():
+            self.client.log_text(run_id, text, path)
 
     def log_file(self, content: bytes, path: str) -> None:
         """Log ``content`` as the artifact ``path`` (a figure already drawn, say)."""
         import tempfile
 
         run_id = self.run_id
-        with tempfile.TemporaryDirectory(prefix="mlp-lab-artifact-") as folder:
+        with tempfile.TemporaryDirectory(prefix="mlp-lab-artifact-") as folder, self.writing():
             local = Path(folder) / Path(path).name
             local.write_bytes(content)
             self.client.log_artifact(run_id, str(local), str(Path(path).parent) if Path(path).parent != Path(".") else None)
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """What the store raises while writing this run's records, as a :class:`TrackingError` saying so."""
+        try:
+            yield
+        except TrackingError:
+            raise
+        except Exception as exc:
+            raise self.write_error(exc) from exc
 
     def log_model(self, model_file: bytes, input_example: Any, pip_requirements: list[str], step: int) -> str:
         """Log the run's model under ``model`` (see :mod:`mlp_lab.pyfunc_model`); returns its URI.
@@ -424,7 +481,7 @@ class RunLog:
         from mlp_lab import pyfunc_model
 
         mlflow.set_tracking_uri(self.tracker.uri)
-        with tempfile.TemporaryDirectory(prefix="mlp-lab-model-") as folder, warnings.catch_warnings():
+        with tempfile.TemporaryDirectory(prefix="mlp-lab-model-") as folder, warnings.catch_warnings(), self.writing():
             warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
             path = Path(folder) / "model.pt"
             path.write_bytes(model_file)

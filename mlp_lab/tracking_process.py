@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import mlp_lab
 from mlp_lab.errors import TrackingError, first_line
-from mlp_lab.tracking import StoreError, check_reachable, prepare_for_runs, resolve_uri
+from mlp_lab.tracking import StoreError, check_store, prepare_for_runs, resolve_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -183,7 +183,7 @@ class RemoteTracker:
 
     def __init__(self, process: TrackingProcess, uri: str | None, experiment: str) -> None:
         self.uri = resolve_uri(uri)
-        check_reachable(self.uri)
+        check_store(self.uri)
         self.experiment = experiment
         self._process = process
         self._experiment_id: str | None = None

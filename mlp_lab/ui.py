@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from mlp_lab.errors import UsageError
@@ -14,8 +15,12 @@ from mlp_lab.tracking import default_artifact_root, resolve_uri
 
 
 def command(uri: str | None, host: str, port: int, workers: int = 1) -> list[str]:
-    """The ``mlflow server`` command line for the store ``uri`` (default ./mlruns, created if missing)."""
+    """The ``mlflow server`` command line for the store ``uri`` (default ./mlruns, created if missing; a SQLite
+    store given by its URI must exist)."""
     backend = resolve_uri(uri)
+    given = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if given and backend.startswith("sqlite:///") and not Path(backend[len("sqlite:///") :]).is_file():
+        raise UsageError(f"no MLflow store at {backend}")  # a mistyped path, not a new empty store
     if backend.startswith(("http://", "https://", "databricks")):
         raise UsageError(f"{backend} is a tracking server already: open it in a browser")
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend, "--host", host, "--port", str(port)]

@@ -41,6 +41,11 @@ CASES = {
     "seed too large": (["--plugin", "scratch", "--seed", str(2**64)], f"seed {2**64} is out of range"),
     "negative seed": (["--plugin", "scratch", "--seeds", "1,-1"], "seed -1 is out of range"),
     "unreachable server": (["--plugin", "scratch", "--tracking-uri", "http://127.0.0.1:9"], "cannot reach the MLflow server"),
+    "store folder missing": (
+        ["--plugin", "scratch", "--tracking-uri", "sqlite:///no/such/folder/x.db"],
+        "cannot open the MLflow store sqlite:///no/such/folder/x.db: its folder no/such/folder does not exist",
+    ),
+    "empty experiment name": (["--plugin", "scratch", "--experiment", " "], "an MLflow experiment needs a name"),
     "no plugin": ([], "Missing option '--plugin'"),
     "unknown flag": (["--plugin", "scratch", "--bogus"], "No such option '--bogus'. (see 'mlp-lab run --help')"),
     "bad type": (["--plugin", "scratch", "--steps", "many"], "'many' is not a valid integer"),
@@ -135,3 +140,42 @@ def test_the_hint_names_the_store_that_is_not_the_default(run_cli, store, tmp_pa
     result = run_cli("run", "--plugin", "scratch", "--tiny", "--steps", "3", "-q", "--tracking-uri", f"sqlite:///{other}")
     assert result.exit_code == 0, result.output
     assert result.stdout.rstrip().endswith(f"See them with: mlp-lab ui --tracking-uri sqlite:///{other}")
+
+
+@pytest.mark.parametrize(
+    ("in_the_way", "says"),
+    [
+        ("mlruns", "cannot make the MLflow store's folder mlruns: a file of that name is in the way"),
+        ("mlruns/artifacts", "cannot write artifacts in"),
+    ],
+)
+def test_a_file_in_the_stores_way_fails_before_training(run_cli, store, tmp_path, in_the_way, says):
+    """The store's folder, or its artifacts folder, cannot be written: one line before any training, no run."""
+    (tmp_path / in_the_way).parent.mkdir(exist_ok=True)
+    (tmp_path / in_the_way).write_text("not a folder")
+    for command in (["run", "--plugin", "scratch", "--tiny", "--steps", "3"], ["ui", "--port", "1"]):
+        if command[0] == "ui" and in_the_way != "mlruns":
+            continue  # the UI leaves artifacts to MLflow's server
+        result = run_cli(*command)
+        assert (result.exit_code, result.stdout) == (2, ""), result.output
+        assert result.stderr.startswith("Error: ") and says in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "mlruns").is_dir() or runs_in(store) == []
+
+
+def test_ui_on_a_mistyped_store_is_an_error_not_a_new_store(run_cli, store, tmp_path):
+    result = run_cli("ui", "--port", "1", "--tracking-uri", f"sqlite:///{tmp_path / 'nothere.db'}")
+    assert (result.exit_code, result.stderr.strip()) == (2, f"Error: no MLflow store at sqlite:///{tmp_path / 'nothere.db'}")
+    assert not (tmp_path / "nothere.db").exists()
+
+
+@pytest.mark.parametrize("variable", ["MLP_LAB_DATA_DIR", "XDG_CACHE_HOME"])
+def test_a_data_folder_that_cannot_be_made_is_one_line(run_cli, store, tmp_path, variable, monkeypatch):
+    monkeypatch.delenv("MLP_LAB_DATA_DIR", raising=False)
+    (tmp_path / "afile").write_text("not a folder")
+    result = run_cli("run", "--plugin", "scratch", "--full", "--steps", "2", env={variable: str(tmp_path / "afile")})
+    assert result.exit_code == 2, result.output
+    assert (
+        result.stderr.startswith(f"Error: cannot make the data folder {tmp_path / 'afile'}")
+        and "a file is in the way" in result.stderr
+    )
+    assert runs_in(store) == []

@@ -7,10 +7,14 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 from mlflow import MlflowClient
 
 from mlp_lab import data, model_file, tracking_process
@@ -242,3 +246,26 @@ def test_a_model_pickled_whole_by_an_earlier_version_still_loads(tmp_path):
     example = dataset.raw_test[:4].numpy().astype("float32")
     expected = model.predict((dataset.raw_test[:4].float().reshape(4, -1) - dataset.mean) / dataset.std).argmax(1).numpy()
     assert (mlflow.pyfunc.load_model(str(tmp_path / "old")).predict(example) == expected).all()
+
+
+@pytest.mark.parametrize("where", ["tracking process", "in process"])
+def test_an_artifact_the_store_cannot_write_is_a_tracking_error_naming_the_run(store, where):
+    """What fails in the store is the store's error (a plugin's failure is reported otherwise)."""
+    process = tracking_process.start() if where == "tracking process" else None
+    try:
+        tracker = tracking_process.RemoteTracker(process, None, "mlp-lab") if process else Tracker(None, "mlp-lab")
+        run = tracker.start_run("unwritable", {}).ready()
+        uri = MlflowClient(tracker.uri).get_run(run.run_id).info.artifact_uri
+        artifacts = Path(urllib.request.url2pathname(urllib.parse.urlparse(uri).path))
+        artifacts.parent.mkdir(parents=True)
+        artifacts.write_text("a file in the way")
+        for write in (lambda: run.log_text("text", "note.txt"), lambda: run.log_figure(Figure(), "figures/f.png")):
+            with pytest.raises(
+                TrackingError, match="^the MLflow store could not write what run unwritable logged: .*Not a directory"
+            ):
+                write()
+        run.end("FAILED", "its artifacts could not be written")
+        assert MlflowClient(tracker.uri).get_run(run.run_id).info.status == "FAILED"
+    finally:
+        if process:
+            process.close()
