@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
@@ -89,6 +90,7 @@ def compiled_train_step(model: Model, device: torch.device, static: tuple[Any, .
         from mlp_lab.cuda_graphs import GraphedStep
 
         return GraphedStep(model, device)
+    _quiet_profiler_notice()
     if device.type != "cuda":
         return torch.compile(model.train_step)
     for tensor in (*model.parameters().values(), *static):
@@ -100,6 +102,19 @@ def compiled_train_step(model: Model, device: torch.device, static: tuple[Any, .
         return compiled(batch, i)
 
     return step
+
+
+class _ProfilerNotice(logging.Filter):
+    """Dynamo's notice that it skips the profiler marks in ``Optimizer.step``: printed even with ``-q``, nothing to act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Profiler record function")
+
+
+def _quiet_profiler_notice() -> None:
+    logger = logging.getLogger("torch._dynamo.variables.ctx_manager")
+    if not any(isinstance(f, _ProfilerNotice) for f in logger.filters):
+        logger.addFilter(_ProfilerNotice())
 
 
 def compile_seconds() -> float:

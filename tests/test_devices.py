@@ -149,3 +149,18 @@ def test_metrics_are_written_in_few_large_batches(store, monkeypatch):
     assert sorted(m.step for m in history) == list(range(2500))
     metric_calls = [n for n in calls if n]
     assert sum(metric_calls) == 2500 and len(metric_calls) <= 5 and max(metric_calls) <= 1000
+
+
+def test_compiling_keeps_dynamos_profiler_notice_off_the_terminal(caplog):
+    """Compiling an optimiser's step makes Dynamo say, once, that it skips the profiler marks: dropped, other warnings kept."""
+    import logging
+
+    from mlp_lab.devices import compiled_train_step
+
+    impl = get_registry().get("nn-module")
+    compiled_train_step(impl.model_class()(impl.hyperparams({})), torch.device("cpu"))
+    logger = logging.getLogger("torch._dynamo.variables.ctx_manager")
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        logger.warning("Profiler record function %s will be ignored", "record_function")
+        logger.warning("something else")
+    assert [r.getMessage() for r in caplog.records] == ["something else"]
