@@ -39,7 +39,7 @@ class DigitClassifier(mlflow.pyfunc.PythonModel):
         """Predicted digits for float32 rows of 784 raw grey levels (0-255), as the model's signature says."""
         import torch
 
-        x = torch.as_tensor(np.asarray(model_input, dtype=np.float32)).reshape(-1, 784)
+        x = torch.from_numpy(np.array(model_input, dtype=np.float32)).reshape(-1, 784)  # a copy: MLflow's may be read-only
         with torch.no_grad():
             scores = self.model.predict((x - self.mean) / self.std)
         return scores.argmax(1).numpy()

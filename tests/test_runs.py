@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import mlflow
 import numpy as np
@@ -133,6 +134,11 @@ def test_run_logs_loss_curve_and_a_model_predicting_raw_pixels(finished):
     digits = model.predict(d.raw_test.numpy().astype("float32"))
     accuracy = float((digits == d.test.y.numpy()).mean())
     assert accuracy == pytest.approx(run.data.metrics["test_accuracy"])
+    import pandas as pd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # MLflow hands a table's values over read-only: no warning about it from torch
+        assert (model.predict(pd.DataFrame(d.raw_test.numpy()[:20].astype("float32"))) == digits[:20]).all()
 
 
 def test_the_logged_model_carries_the_final_metrics(finished):
