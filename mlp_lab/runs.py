@@ -92,9 +92,12 @@ def execute(
     run.ready()  # the run exists before training starts: a store that cannot take it fails now
     progress = Progress(name, spec.hp.steps, quiet=quiet)
 
+    done = [0]  # steps whose losses were handed over
+
     def on_losses(values: list[float], first: int) -> None:
         run.log_series("train_loss", values, first)
-        progress.update(first + len(values), values[-1])
+        done[0] = first + len(values)
+        progress.update(done[0], values[-1])
 
     held: list[training.Evaluation] = []  # the last evaluation, written with the run's final figures
 
@@ -125,6 +128,10 @@ def execute(
                     run.log_metrics(ev.metrics(), ev.step)
             finally:
                 run.end("KILLED", str(exc) or "interrupted (Ctrl-C)")
+        print(
+            f"Run {name} ({run.run_id}) ended KILLED after {done[0]} of {spec.hp.steps} steps; what it logged is kept.",
+            file=sys.stderr,
+        )
         raise
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - a failing plugin (even one calling sys.exit) ends its own run
         progress.close()

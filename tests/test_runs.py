@@ -228,3 +228,5 @@ def test_ctrl_c_or_sigterm_ends_the_run_killed_with_its_metrics(store, tmp_path,
     assert run.info.status == "KILLED" and run.data.tags["mlp_lab.error"] == reason
     steps = sorted(m.step for m in client(store).get_metric_history(run_id, "train_loss"))
     assert len(steps) >= 50 and steps == list(range(len(steps)))
+    said = f"Run scratch-s1337 ({run_id}) ended KILLED after {len(steps)} of 1000000 steps; what it logged is kept."
+    assert said in err.splitlines()
