@@ -520,15 +520,15 @@ def figure(client: MlflowClient, comparison: Comparison) -> Any:
 # -- at the end of a group run -------------------------------------------------------------------
 
 
-def report_group(tracker: Any, parent_id: str, out: Any = None) -> Comparison:
-    """Print the group's comparison and log it on the parent: comparison.md, comparison.csv, comparison.png."""
+def report_group(tracker: Any, parent_id: str, out: Any = None, width: int | None = None) -> Comparison:
+    """Print the group's comparison (``width`` columns wide) and log it on the parent: comparison.md, .csv and .png."""
     out = out or sys.stdout
     client: MlflowClient = tracker.client
     parent = client.get_run(parent_id)
     group = record(parent, client.get_experiment(parent.info.experiment_id).name)
     children = list(search(client, {parent.info.experiment_id: group.experiment}, f"tags.`{PARENT}` = '{parent_id}'"))
     comparison = build(children, f"Comparison group {group.name} ({parent_id})", group=group)
-    print(comparison.render("table"), end="", file=out)
+    print(comparison.render("table", width), end="", file=out)
     client.log_text(parent_id, comparison.to_markdown(), "comparison.md")
     client.log_text(parent_id, comparison.to_csv(), "comparison.csv")
     if any(row.finished for row in comparison.rows):

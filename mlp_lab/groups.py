@@ -60,10 +60,10 @@ def report(tracker: Any, parent_id: str) -> None:
 
     The runs are already tracked: a failure here is reported as a warning and changes no exit code.
     """
-    from mlp_lab import compare
+    from rich.console import Console
 
     print()
     try:
-        compare.report_group(tracker, parent_id)
+        print(tracker.report_group(parent_id, Console().width if sys.stdout.isatty() else 160), end="")
     except Exception as exc:  # noqa: BLE001 - the comparison is a view of runs that are safely stored
         print(f"Warning: no comparison for group {parent_id}: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -108,9 +108,7 @@ def run_command(
             parent, outcomes = groups.execute_group(specs, data, dev, tracker, quiet=quiet)
         print_outcomes(outcomes, tracker, parent)
         if parent:
-            if process is not None:
-                process.close()  # every run is written: its memory goes before this process reads them back
-            groups.report(tracker, parent)
+            groups.report(tracker, parent)  # made by the tracking process, which has MLflow and the store open
         return 0 if all(o.status == "FINISHED" for o in outcomes) else 1
 
 

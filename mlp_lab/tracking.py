@@ -225,6 +225,16 @@ class Tracker:
             tags["mlflow.parentRunId"] = parent
         return RunLog(self, name, params, tags)
 
+    def report_group(self, parent_id: str, width: int) -> str:
+        """The comparison of a group's runs as a table ``width`` columns wide, logged on its parent run too."""
+        import io
+
+        from mlp_lab import compare
+
+        text = io.StringIO()
+        compare.report_group(self, parent_id, out=text, width=width)
+        return text.getvalue()
+
     def create_run(self, name: str, params: dict[str, Any], tags: dict[str, str]) -> tuple[str, str]:
         """Create a RUNNING run with ``params`` and ``tags`` now; returns its id and artifact URI."""
         client = self.client

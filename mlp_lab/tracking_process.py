@@ -214,6 +214,10 @@ class RemoteTracker:
             self._client = MlflowClient(self.wait().uri)
         return self._client
 
+    def report_group(self, parent_id: str, width: int) -> str:
+        """The group's comparison, made and logged by the tracking process (MLflow is imported there already)."""
+        return self._process.call(SERVICE, "report_group", parent_id, width)
+
     def start_run(
         self, name: str, params: dict[str, Any], tags: dict[str, str] | None = None, parent: str | None = None
     ) -> RemoteRun:
@@ -338,6 +342,9 @@ class Service:
         run.on_write_error = lambda error: self.send((-handle, False, _portable(error)))
         return handle
 
+    def report_group(self, parent_id: str, width: int) -> str:
+        return self.opened().report_group(parent_id, width)
+
     def imported(self, module: str) -> bool:
         """Whether this process has imported ``module`` (it never should torch)."""
         return module in sys.modules
@@ -345,7 +352,7 @@ class Service:
     def dispatch(self, target: int, method: str, payload: bytes) -> Any:
         args, kwargs = pickle.loads(payload)  # a class this process cannot import fails here, as the call's error
         if target == SERVICE:
-            if method not in ("open", "wait", "start_run", "imported", "close"):
+            if method not in ("open", "wait", "start_run", "report_group", "imported", "close"):
                 raise AttributeError(f"no such call: {method}")
             if method == "close":
                 self.abandon()  # normally none is open by now
@@ -383,7 +390,8 @@ def serve(conn: Any) -> None:
 
     Until the store is opened it imports what opening it needs; once it is open, while the
     training process may still load its data, what logging a model needs (MLflow's pyfunc
-    flavour, its map of installed packages, GitPython). Figures are drawn by the training process.
+    flavour, its map of installed packages, GitPython). Runs' figures are drawn by the training process; a
+    group's comparison, figure included, is made here once its runs are written.
     If anything ends this loop but a close, the open runs end KILLED with what they were sent.
     """
     for sig in (signal.SIGINT, signal.SIGTERM):

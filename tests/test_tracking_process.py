@@ -269,3 +269,21 @@ def test_an_artifact_the_store_cannot_write_is_a_tracking_error_naming_the_run(s
     finally:
         if process:
             process.close()
+
+
+def test_a_group_run_never_imports_mlflow_in_the_training_process(store, tmp_path):
+    """The tracking process writes the runs and makes the group's comparison: MLflow stays out of the training process."""
+    probe = (
+        "import os, sys\nfrom mlp_lab.cli import main\nreal_exit = os._exit\n"
+        "def leave(code):\n    print('MLFLOW', 'mlflow' in sys.modules, flush=True)\n    real_exit(code)\n"
+        "os._exit = leave\n"
+        "sys.argv = ['mlp-lab', 'run', '--plugin', 'scratch', '--plugin', 'autograd', '--tiny', '--steps', '5', '-q']\n"
+        "main()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.rstrip().endswith("MLFLOW False")
+    assert "Comparison group compare-scratch-autograd-" in out.stdout and "Comparison figure: " in out.stdout
+    (group,) = [r for r in runs_in(store) if r.data.tags["mlp_lab.kind"] == "group"]
+    logged = {a.path for a in MlflowClient(f"sqlite:///{store / 'mlflow.db'}").list_artifacts(group.info.run_id)}
+    assert {"comparison.md", "comparison.csv", "comparison.png"} <= logged
