@@ -90,7 +90,7 @@ def create(raw_name: str, folder: Path | None = None) -> tuple[Names, Path, list
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise UsageError(f"{target} already exists and is not an empty folder; refusing to overwrite it")
     if not target.parent.is_dir():
-        raise UsageError(f"{target.parent}: no such folder")
+        raise UsageError(f"{target.parent}: {'not a folder' if target.parent.exists() else 'no such folder'}")
     files = render(names)
     staging = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
     try:

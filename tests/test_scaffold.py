@@ -74,6 +74,10 @@ def test_an_existing_folder_is_never_overwritten(run_cli, store, tmp_path):
     assert files_under(target) == ["keep.txt"] and (target / "keep.txt").read_text() == "mine"
     (tmp_path / "afile").write_text("x")
     assert run_cli("new-plugin", "relu-mlp", "--dir", tmp_path / "afile").exit_code == 2
+    under_a_file = run_cli("new-plugin", "relu-mlp", "--dir", tmp_path / "afile" / "x")
+    assert (under_a_file.exit_code, under_a_file.stderr.strip()) == (2, f"Error: {tmp_path / 'afile'}: not a folder")
+    missing = run_cli("new-plugin", "relu-mlp", "--dir", tmp_path / "nope" / "x")
+    assert (missing.exit_code, missing.stderr.strip()) == (2, f"Error: {tmp_path / 'nope'}: no such folder")
     empty = tmp_path / "empty"
     empty.mkdir()
     assert run_cli("new-plugin", "relu-mlp", "--dir", empty).exit_code == 0  # an empty folder is fine
