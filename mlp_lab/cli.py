@@ -83,6 +83,7 @@ def main() -> None:
 
 
 def experiment_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--experiment``, which MLflow needs to be a name, not blank."""
     if not value.strip():
         raise click.BadParameter("an MLflow experiment needs a name")
     return value

@@ -112,6 +112,7 @@ class _ProfilerNotice(logging.Filter):
 
 
 def _quiet_profiler_notice() -> None:
+    """Keep :class:`_ProfilerNotice` on Dynamo's logger (once)."""
     logger = logging.getLogger("torch._dynamo.variables.ctx_manager")
     if not any(isinstance(f, _ProfilerNotice) for f in logger.filters):
         logger.addFilter(_ProfilerNotice())

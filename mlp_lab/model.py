@@ -121,15 +121,20 @@ class Model:
 
 
 def checked_parameters(model: Model, owner: str) -> dict[str, torch.Tensor]:
-    """``model.parameters()``, or a :class:`~mlp_lab.errors.PluginError` saying how it breaks the contract."""
+    """``model.parameters()`` as a dict (any mapping of names to tensors, ``nn.ParameterDict`` too), or a
+    :class:`~mlp_lab.errors.PluginError` saying how it breaks the contract."""
+    from collections.abc import Mapping
+
     import torch
 
     from mlp_lab.errors import PluginError
 
     params = model.parameters()
-    if isinstance(params, dict) and params and all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in params.items()):
-        return params
-    got = "an empty dict" if params == {} else type(params).__name__
-    if isinstance(params, dict) and params:
-        got = "a dict of " + ", ".join(sorted({f"{type(k).__name__}: {type(t).__name__}" for k, t in params.items()}))
-    raise PluginError(f"{owner}: parameters() must return a non-empty dict of tensors by name, got {got}")
+    if isinstance(params, (Mapping, torch.nn.ParameterDict)):
+        pairs = dict(params.items())
+        if all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in pairs.items()):
+            return pairs
+        got = "a mapping of " + ", ".join(sorted({f"{type(k).__name__}: {type(t).__name__}" for k, t in pairs.items()}))
+    else:
+        got = type(params).__name__
+    raise PluginError(f"{owner}: parameters() must return a dict of tensors by name, got {got}")

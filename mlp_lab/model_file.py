@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import io
+import pickle
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -25,15 +26,24 @@ def save(model: Model, mean: float, std: float) -> bytes:
     return buffer.getvalue()
 
 
-def check_saveable(model: Model, owner: str) -> None:
-    """Save ``model`` once, before training: a :class:`PluginError` naming what cannot be saved, found now, not at the end."""
-    import pickle
+class _Discard(io.RawIOBase):
+    """A file that keeps nothing: what saving writes, counted and dropped."""
 
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        return len(memoryview(data))
+
+
+def check_saveable(model: Model, owner: str) -> None:
+    """Save ``model`` as built, before training (writing nothing): a :class:`PluginError` now, naming the attribute
+    that cannot be saved where one is to blame, rather than after the training budget."""
     from mlp_lab.errors import PluginError, first_line
 
     checked_parameters(model, owner)
     try:
-        save(model, 0.0, 1.0)
+        torch.save({"model": inference_copy(model), "mean": 0.0, "std": 1.0}, _Discard())
     except Exception as exc:
         for name, value in vars(model).items():
             if isinstance(value, torch.optim.Optimizer):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from mlp_lab.errors import UsageError
 
@@ -101,6 +101,7 @@ class Hyperparams:
     """The resolved hyperparameters of one run, read as attributes (``hp.lr``, ``hp.dropout``)."""
 
     values: dict[str, Any] = field(default_factory=dict)
+    RESERVED: ClassVar[frozenset[str]] = frozenset({"values", "as_dict"})  # attributes, not hyperparameters
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name == "values":  # copy and pickle probe before __init__

@@ -244,8 +244,12 @@ class Registration:
         for o in opts:
             if not isinstance(o, Option):
                 raise PluginError(f"implementation '{name}': options must be mlp_lab.Option, got {o!r}")
-            if not isinstance(o.name, str) or not OPTION_RE.match(o.name):
-                raise PluginError(f"implementation '{name}': invalid option name {o.name!r} (letters, digits, _ . -)")
+            if not isinstance(o.name, str) or not OPTION_RE.match(o.name) or o.name.startswith("__"):
+                raise PluginError(
+                    f"implementation '{name}': invalid option name {o.name!r} (a letter or _ first, then letters, digits, _ . -)"
+                )
+            if o.name in Hyperparams.RESERVED:
+                raise PluginError(f"implementation '{name}': option '{o.name}' would hide hp.{o.name} of mlp_lab.Hyperparams")
             if o.name in shared:
                 raise PluginError(f"implementation '{name}': option '{o.name}' is shared; set it in defaults")
             if o.name in RUN_PARAMS:

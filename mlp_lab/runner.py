@@ -122,7 +122,7 @@ def open_tracker(process: Any, uri: str | None, experiment: str) -> Any:
 
     try:
         return RemoteTracker(process, uri, experiment) if process is not None else Tracker(uri, experiment, background=True)
-    except OSError as exc:  # the default store's folder cannot be made
+    except OSError as exc:  # the store's files cannot be reached (the folder cases are StoreErrors already)
         raise UsageError(f"cannot open the MLflow store {uri or '(default)'}: {exc}") from None
 
 

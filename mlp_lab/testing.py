@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -117,7 +118,8 @@ def _predictions_ok(spec: RunSpec, model: Any) -> None:
 
     name = spec.impl.name
     try:
-        checked_parameters(model, f"implementation '{name}'")
+        if not checked_parameters(model, f"implementation '{name}'"):
+            raise _fail(name, "parameters() returned no tensors: name the trainable ones")
     except PluginError as exc:
         raise ConformanceError(str(exc)) from None
     test = _tiny().test
@@ -251,7 +253,7 @@ def check_gradients(name: str, samples: int = 5, overrides: dict[str, Any] | Non
         raise _fail(name, f"forward_backward failed: {type(exc).__name__}: {exc}") from exc
     if not rows:
         raise _fail(name, "forward_backward returned no gradients")
-    bad = [f"{r.name} (max diff {r.max_diff:.3g})" for r in rows if not r.approximate]
+    bad = [r.name + (f" (max diff {r.max_diff:.3g})" if math.isfinite(r.max_diff) else "") for r in rows if not r.approximate]
     if bad:
         raise _fail(name, f"hand-written gradients differ from autograd's: {', '.join(bad)}")
     return True

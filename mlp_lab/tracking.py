@@ -94,23 +94,31 @@ class ArrayShape:
 def check_artifact_location(location: str) -> None:
     """A local artifact folder must take files: an ``OSError`` now, not when a run's figure and model are logged.
 
-    Remote locations (``mlflow-artifacts:``, ``s3:``, ...) are the server's to check.
+    A folder that exists gets a file written and removed; one that does not yet needs its nearest existing
+    parent to be a writable folder (nothing is created). Remote locations (``mlflow-artifacts:``, ``s3:``, ...)
+    are the server's to check.
     """
     import tempfile
     import urllib.parse
     import urllib.request
 
-    scheme = urllib.parse.urlparse(location).scheme
-    if scheme == "file":
-        folder = Path(urllib.request.url2pathname(urllib.parse.urlparse(location).path))
-    elif len(scheme) <= 1:  # a plain path (a Windows drive letter reads as a one-letter scheme)
+    parsed = urllib.parse.urlparse(location)
+    if parsed.scheme == "file":
+        folder = Path(urllib.request.url2pathname(parsed.path))
+    elif len(parsed.scheme) <= 1:  # a plain path (a Windows drive letter reads as a one-letter scheme)
         folder = Path(location)
     else:
         return
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder, prefix=".mlp-lab-check-"):
-            pass
+        if folder.is_dir():
+            with tempfile.TemporaryFile(dir=folder, prefix=".mlp-lab-check-"):
+                pass
+            return
+        parent = next(p for p in folder.absolute().parents if p.exists())
+        if not parent.is_dir():
+            raise NotADirectoryError(f"{parent} is a file")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise PermissionError(f"{parent} cannot be written")
     except OSError as exc:
         raise OSError(f"cannot write artifacts in {folder}: {exc.strerror or exc}") from exc
 
@@ -179,15 +187,12 @@ class Tracker:
             with _store_lock(self.uri):  # two mlp-lab processes must not both create the tables or the experiment
                 client = MlflowClient(self.uri)
                 found = client.get_experiment_by_name(self.experiment)
-                self._experiment_id = (
-                    found.experiment_id
-                    if found is not None
-                    else client.create_experiment(
-                        self.experiment, artifact_location=_experiment_artifacts(self.uri, self.experiment)
-                    )
-                )
+                if found is None:
+                    artifacts = _experiment_artifacts(self.uri, self.experiment)
+                    found = client.get_experiment(client.create_experiment(self.experiment, artifact_location=artifacts))
+                self._experiment_id = found.experiment_id
             mlflow.set_experiment(experiment_id=self._experiment_id)  # where MLflow puts logged models
-            check_artifact_location(client.get_experiment(self._experiment_id).artifact_location)
+            check_artifact_location(found.artifact_location)
             self._client = client
             if self._prepare:
                 prepare_for_runs()

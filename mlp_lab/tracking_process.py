@@ -343,6 +343,7 @@ class Service:
         return handle
 
     def report_group(self, parent_id: str, width: int) -> str:
+        """The group's comparison table (``width`` columns), logged on its parent run here."""
         return self.opened().report_group(parent_id, width)
 
     def imported(self, module: str) -> bool:

@@ -140,7 +140,7 @@ def train(
             except Exception:
                 if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
                     got = f"shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else type(loss).__name__
-                    raise BadLoss(f"train_step must return the loss as a 0-dim tensor, got {got}") from None
+                    raise BadLoss(f"train_step must return the loss as a one-element tensor (0-dim), got {got}") from None
                 raise
             if step + 1 - fetched == len(buffer) or step + 1 == steps:
                 hand_over(step + 1)

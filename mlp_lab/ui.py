@@ -11,15 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from mlp_lab.errors import UsageError
-from mlp_lab.tracking import default_artifact_root, resolve_uri
+from mlp_lab.tracking import DEFAULT_DIR, default_artifact_root, resolve_uri
 
 
 def command(uri: str | None, host: str, port: int, workers: int = 1) -> list[str]:
-    """The ``mlflow server`` command line for the store ``uri`` (default ./mlruns, created if missing; a SQLite
-    store given by its URI must exist)."""
+    """The ``mlflow server`` command line for the store ``uri`` (default ./mlruns, created if missing; another
+    SQLite store must exist)."""
     backend = resolve_uri(uri)
-    given = uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if given and backend.startswith("sqlite:///") and not Path(backend[len("sqlite:///") :]).is_file():
+    database = Path(backend[len("sqlite:///") :].split("?", 1)[0]) if backend.startswith("sqlite:///") else None
+    if database is not None and not database.is_file() and database.resolve() != (DEFAULT_DIR / "mlflow.db").resolve():
         raise UsageError(f"no MLflow store at {backend}")  # a mistyped path, not a new empty store
     if backend.startswith(("http://", "https://", "databricks")):
         raise UsageError(f"{backend} is a tracking server already: open it in a browser")

@@ -168,6 +168,15 @@ def test_ui_on_a_mistyped_store_is_an_error_not_a_new_store(run_cli, store, tmp_
     assert not (tmp_path / "nothere.db").exists()
 
 
+def test_ui_reaches_the_server_start_for_the_default_store_however_it_is_named(store, tmp_path):
+    from mlp_lab import ui
+
+    default = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    assert default in ui.command(None, "127.0.0.1", 1)  # created if missing
+    assert default in ui.command(default, "127.0.0.1", 1)  # the same store, named (MLFLOW_TRACKING_URI, say)
+    assert f"{default}?timeout=30" in ui.command(f"{default}?timeout=30", "127.0.0.1", 1)  # with a query: the file exists
+
+
 @pytest.mark.parametrize("variable", ["MLP_LAB_DATA_DIR", "XDG_CACHE_HOME"])
 def test_a_data_folder_that_cannot_be_made_is_one_line(run_cli, store, tmp_path, variable, monkeypatch):
     monkeypatch.delenv("MLP_LAB_DATA_DIR", raising=False)

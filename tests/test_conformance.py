@@ -151,3 +151,25 @@ def test_a_model_that_cannot_be_saved_fails_before_it_trains(bad_models, mlp_lab
 
 def test_gradients_are_not_checked_where_none_are_hand_written(bad_models):
     assert testing.check_gradients("nn-module") is False
+
+
+def test_parameters_may_be_any_mapping_of_tensors_and_the_kit_wants_some():
+    import torch
+
+    from mlp_lab.errors import PluginError
+    from mlp_lab.model import Model, checked_parameters
+
+    class Held(Model):
+        def __init__(self, params):
+            super().__init__(None)
+            self.held = params
+
+        def parameters(self):
+            return self.held
+
+    weights = torch.nn.ParameterDict({"w": torch.nn.Parameter(torch.zeros(2))})
+    assert list(checked_parameters(Held(weights), "it")) == ["w"]
+    assert checked_parameters(Held({}), "it") == {}  # a model with nothing to train still runs
+    for bad, says in (([torch.zeros(2)], "got list"), ({"w": 1.0}, "got a mapping of str: float")):
+        with pytest.raises(PluginError, match=f"^it: parameters\\(\\) must return a dict of tensors by name, {says}$"):
+            checked_parameters(Held(bad), "it")

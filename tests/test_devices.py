@@ -164,3 +164,8 @@ def test_compiling_keeps_dynamos_profiler_notice_off_the_terminal(caplog):
         logger.warning("Profiler record function %s will be ignored", "record_function")
         logger.warning("something else")
     assert [r.getMessage() for r in caplog.records] == ["something else"]
+    import inspect
+
+    from torch._dynamo.variables import ctx_manager
+
+    assert '"Profiler record function %s will be ignored"' in inspect.getsource(ctx_manager)  # the notice this torch logs

@@ -221,11 +221,12 @@ def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_
         .endswith("failed: BadScores: predict returned shape (500, 3) for 500 inputs; expected (500, 10)")
     )
     error = {name: r.data.tags.get("mlp_lab.error") for name, r in runs.items()}
-    assert error["float-loss"].endswith("failed: BadLoss: train_step must return the loss as a 0-dim tensor, got float")
+    bad_loss = "failed: BadLoss: train_step must return the loss as a one-element tensor (0-dim), got float"
+    assert error["float-loss"].endswith(bad_loss)
     assert runs["float-loss"].data.metrics["train_loss"] > 0  # the two steps before it are kept
     label = "implementation '{}' (plugin 'inf_mod' from inf-loss 0.1)"
     assert error["list-params"] == label.format("list-params") + (
-        ": parameters() must return a non-empty dict of tensors by name, got list"
+        ": parameters() must return a dict of tensors by name, got list"
     )
     assert error["holds-a-lock"] == label.format("holds-a-lock") + (
         ": the model cannot be saved: attribute 'guard' (lock): TypeError: cannot pickle '_thread.lock' object"

@@ -89,5 +89,6 @@ def test_the_minimal_plugin_is_under_40_lines_and_passes_the_kit(plugin_dist, ml
 def test_the_guide_lists_every_reserved_option_name():
     from mlp_lab.options import RUN_PARAMS
 
-    listed = GUIDE.split("nor one of the parameters the core logs for every run:", 1)[1].split(".\n", 1)[0]
+    flat = " ".join(GUIDE.split())
+    listed = flat.split("nor one of the parameters the core logs for every run:", 1)[1].split(". ", 1)[0]
     assert set(re.findall(r"`([a-z_]+)`", listed)) == RUN_PARAMS

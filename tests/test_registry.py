@@ -114,6 +114,9 @@ def test_one_module_under_two_entry_points_is_reported_once(plugin_dist):
     assert [(b.plugin, b.error) for b in registry.broken] == [("b", "its module twice_models is already loaded as plugin 'a'")]
 
 
+RULE = "(a letter or _ first, then letters, digits, _ . -)"
+
+
 def test_bad_registrations_are_rejected_with_the_reason(plugin_dist):
     code = """
     from mlp_lab import Option, hookimpl
@@ -124,15 +127,21 @@ def test_bad_registrations_are_rejected_with_the_reason(plugin_dist):
         register("eq-name", "Bad option name.", model, options=(Option("a=b", int, 1),))
         register("dup-option", "An option twice.", model, options=(Option("k", int, 1), Option("k", int, 2)))
         register("seed-option", "Its option would hide the run's seed.", model, options=(Option("seed", int, 5),))
+        register("values-option", "Its option would hide hp.values.", model, options=(Option("values", int, 5),))
+        register("dunder-option", "hp.__x cannot be read.", model, options=(Option("__x", int, 5),))
+        register("digit-option", "Starts with a digit.", model, options=(Option("2nd", int, 5),))
         register("dup-name", "First.", model)
         register("dup-name", "Second, from the same plugin.", model)
     """
     plugin_dist("bad-dist", "bad_models", code)
     registry = get_registry()
     assert {b.implementation: b.error for b in registry.broken} == {
-        "eq-name": "implementation 'eq-name': invalid option name 'a=b' (letters, digits, _ . -)",
+        "eq-name": "implementation 'eq-name': invalid option name 'a=b' " + RULE,
         "dup-option": "implementation 'dup-option': option 'k' is declared twice",
         "seed-option": "implementation 'seed-option': option 'seed' would clash with the run parameter of that name",
+        "values-option": "implementation 'values-option': option 'values' would hide hp.values of mlp_lab.Hyperparams",
+        "dunder-option": "implementation 'dunder-option': invalid option name '__x' " + RULE,
+        "digit-option": "implementation 'digit-option': invalid option name '2nd' " + RULE,
         "dup-name": "registers 'dup-name' twice",
     }
     assert registry.implementations["dup-name"].description == "First."

@@ -59,3 +59,17 @@ def test_a_bad_metrics_interval_is_a_usage_error(monkeypatch):
     monkeypatch.setenv("MLP_LAB_METRICS_INTERVAL", "soon")
     with pytest.raises(UsageError, match="MLP_LAB_METRICS_INTERVAL must be a number"):
         metrics_interval()
+
+
+def test_the_artifact_check_writes_nothing_that_stays_and_creates_no_folder(tmp_path):
+    from mlp_lab.tracking import check_artifact_location
+
+    check_artifact_location((tmp_path / "not" / "yet").as_uri())  # its parent can be written: fine, and not made
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "made").mkdir()
+    check_artifact_location(str(tmp_path / "made"))
+    assert list((tmp_path / "made").iterdir()) == []
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OSError, match=f"cannot write artifacts in {tmp_path / 'afile' / 'x'}: .*is a file"):
+        check_artifact_location((tmp_path / "afile" / "x").as_uri())
+    check_artifact_location("mlflow-artifacts:/1/abc/artifacts")  # the server's to check
