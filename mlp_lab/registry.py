@@ -6,7 +6,7 @@ or breaks the contract is reported (by entry point and distribution, with the er
 others still work. Built-in plugins load first. A name that is already taken stays with its
 first owner; the later one is registered under ``DISTRIBUTION:NAME`` and the clash is reported.
 
-``MLP_LAB_LOAD_PLUGINS=a,b`` loads only those entry points (empty: none);
+``MLP_LAB_LOAD_PLUGINS=a,b`` loads only those entry points (``DIST:a``: only distribution DIST's ``a``; empty: none);
 ``MLP_LAB_TRACE_PLUGINS=1`` prints every hook call and its result to stderr.
 """
 
@@ -148,7 +148,7 @@ def _entry_points() -> list[metadata.EntryPoint]:
     only = os.environ.get("MLP_LAB_LOAD_PLUGINS")
     if only is not None:
         wanted = {n.strip() for n in only.split(",") if n.strip()}
-        eps = [ep for ep in eps if ep.name in wanted]
+        eps = [ep for ep in eps if ep.name in wanted or f"{_distribution(ep)[0]}:{ep.name}" in wanted]
     # Built-in plugins first, then the others in a stable order.
     return sorted(eps, key=lambda ep: (_distribution(ep)[0] != BUILTIN_DISTRIBUTION, ep.name, _distribution(ep)[0]))
 

@@ -90,7 +90,7 @@ def _registering(*names: str) -> str:
     )
 
 
-def test_entry_point_names_may_repeat_across_distributions(plugin_dist):
+def test_entry_point_names_may_repeat_across_distributions(plugin_dist, monkeypatch):
     """Entry-point names are unique within a distribution only: two distributions' ``models`` both load, and
     a third-party entry point named like a built-in one (``seed``) does not push out either."""
     plugin_dist("first-dist", "first_models", _registering("first-a", "shared-name"), entry_points={"models": "first_models"})
@@ -105,6 +105,9 @@ def test_entry_point_names_may_repeat_across_distributions(plugin_dist):
     assert [c.error for c in registry.clashes] == [
         "name 'shared-name' is taken by first-dist; registered as 'second-dist:shared-name'"
     ]
+    monkeypatch.setenv("MLP_LAB_LOAD_PLUGINS", "mlp-lab:seed,second-dist:models")  # one of each repeated name
+    get_registry.cache_clear()
+    assert {i.distribution for i in get_registry().implementations.values()} == {"mlp-lab", "second-dist"}
 
 
 def test_one_module_under_two_entry_points_is_reported_once(plugin_dist):
