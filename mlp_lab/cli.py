@@ -146,7 +146,7 @@ def parse_seeds(seed: int | None, seeds: str | None, repeat: int | None) -> list
 @click.option("--steps", type=int, help="Training steps.")
 @click.option("--lr", type=float, help="Learning rate.")
 @click.option("--hidden", type=int, help="Hidden units per layer.")
-@click.option("--batch-size", type=int, help="Samples per step (default: the whole training set).")
+@click.option("--batch-size", help="Samples per step, or 'full' (default: the whole training set).")
 @click.option("--eval-every", type=int, help="Steps between evaluations (default: steps // 100).")
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="An implementation's own option (repeatable).")
 @click.option("--seed", type=int, help="Random seed (default 1337, the seed notebook's).")

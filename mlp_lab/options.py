@@ -22,11 +22,14 @@ class Option:
     above: float | None = None
     below: float | None = None
     choices: tuple[Any, ...] | None = None
+    unset: str | None = None  # the word that asks for None, what the option means when unset ("full" for batch_size)
 
     def parse(self, value: Any, owner: str = "") -> Any:
         """``value`` (a string from the command line, or a Python value) converted and checked."""
         where = f"{owner}: " if owner else ""
         if value is None and self.default is None:
+            return None
+        if self.unset is not None and isinstance(value, str) and value.strip().lower() == self.unset:
             return None
         try:
             if self.type is bool and isinstance(value, str):
@@ -69,7 +72,7 @@ SHARED = (
     Option("steps", int, 10000, "training steps", min=1, max=10**8),
     Option("lr", float, 0.1, "learning rate", above=0.0),
     Option("hidden", int, 50, "hidden units per layer", min=1),
-    Option("batch_size", int, None, "samples per step (default: the whole training set)", min=1),
+    Option("batch_size", int, None, "samples per step (default: full, the whole training set)", min=1, unset="full"),
     Option("eval_every", int, None, "steps between evaluations (default: steps // 100)", min=1),
 )
 

@@ -230,3 +230,13 @@ def test_ctrl_c_or_sigterm_ends_the_run_killed_with_its_metrics(store, tmp_path,
     assert len(steps) >= 50 and steps == list(range(len(steps)))
     said = f"Run scratch-s1337 ({run_id}) ended KILLED after {len(steps)} of 1000000 steps; what it logged is kept."
     assert said in err.splitlines()
+
+
+def test_full_batch_can_be_asked_for_by_name(run_cli, store):
+    """A mini-batch variant back to the whole training set each step: --batch-size full, or -p batch_size=full."""
+    for how in (["--batch-size", "full"], ["-p", "batch_size=Full"]):
+        result = run_cli("run", "--plugin", "dropout", *how, "--tiny", "--steps", "3", "-q")
+        assert result.exit_code == 0, result.output
+    assert [r.data.params["batch_size"] for r in runs_in(store)] == ["None", "None"]
+    bad = run_cli("run", "--plugin", "dropout", "--batch-size", "all", "--tiny", "--steps", "3")
+    assert (bad.exit_code, bad.stderr.strip()) == (2, "Error: dropout: batch_size must be int, got 'all'")
