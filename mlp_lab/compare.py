@@ -28,7 +28,7 @@ from mlflow.entities import Run, ViewType
 from mlflow.exceptions import MlflowException
 
 from mlp_lab.errors import UsageError, first_line
-from mlp_lab.tracking import DEFAULT_DIR, StoreError, check_reachable, quiet_mlflow_logs
+from mlp_lab.tracking import DEFAULT_DIR, StoreError, check_reachable, quiet_mlflow_logs, sqlite_path
 
 PAGE = 1000  # runs per search page; every page is read, so there is no cap on the number of runs
 KIND = "mlp_lab.kind"
@@ -304,7 +304,8 @@ def store_uri(uri: str | None) -> str:
         if not db.exists():
             raise UsageError(f"no MLflow store at {db} (run 'mlp-lab run' here first, or pass --tracking-uri)")
         return f"sqlite:///{db.resolve()}"
-    if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:" and not Path(uri[len("sqlite:///") :]).exists():
+    database = sqlite_path(uri)
+    if database is not None and not database.exists():
         raise UsageError(f"no MLflow store at {uri}")
     return uri
 

@@ -59,11 +59,19 @@ def resolve_uri(uri: str | None) -> str:
     return f"sqlite:///{(DEFAULT_DIR / 'mlflow.db').resolve()}"
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a local SQLite store's URI (its query, ``?timeout=30`` say, left out); None for any other."""
+    if not uri.startswith("sqlite:///") or uri == "sqlite:///:memory:":
+        return None
+    return Path(uri[len("sqlite:///") :].split("?", 1)[0])
+
+
 def check_store(uri: str) -> None:
     """:class:`StoreError` at once for a store that cannot work: a local database whose folder is missing, a server
     that does not answer (:func:`check_reachable`)."""
-    if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
-        folder = Path(uri[len("sqlite:///") :]).parent
+    database = sqlite_path(uri)
+    if database is not None:
+        folder = database.parent
         if not folder.is_dir():
             why = "is not a folder" if folder.exists() else "does not exist"
             raise StoreError(f"cannot open the MLflow store {uri}: its folder {folder} {why}")
@@ -72,8 +80,9 @@ def check_store(uri: str) -> None:
 
 def default_artifact_root(uri: str) -> str | None:
     """Artifacts beside a local SQLite store (``<store folder>/artifacts``); the server decides otherwise."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///") :]).parent / "artifacts").resolve().as_uri()
+    database = sqlite_path(uri)
+    if database is not None:
+        return (database.parent / "artifacts").resolve().as_uri()
     return None
 
 
@@ -574,10 +583,11 @@ def _store_lock(uri: str) -> Iterator[None]:
         import fcntl
     except ImportError:  # Windows
         fcntl = None  # type: ignore[assignment]
-    if fcntl is None or not uri.startswith("sqlite:///"):
+    database = sqlite_path(uri)
+    if fcntl is None or database is None:
         yield
         return
-    with open(Path(uri[len("sqlite:///") :]).with_suffix(".lock"), "a") as lock:
+    with open(database.with_suffix(".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

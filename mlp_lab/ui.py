@@ -7,18 +7,17 @@ import signal
 import socket
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 from mlp_lab.errors import UsageError
-from mlp_lab.tracking import DEFAULT_DIR, default_artifact_root, resolve_uri
+from mlp_lab.tracking import DEFAULT_DIR, default_artifact_root, resolve_uri, sqlite_path
 
 
 def command(uri: str | None, host: str, port: int, workers: int = 1) -> list[str]:
     """The ``mlflow server`` command line for the store ``uri`` (default ./mlruns, created if missing; another
     SQLite store must exist)."""
     backend = resolve_uri(uri)
-    database = Path(backend[len("sqlite:///") :].split("?", 1)[0]) if backend.startswith("sqlite:///") else None
+    database = sqlite_path(backend)
     if database is not None and not database.is_file() and database.resolve() != (DEFAULT_DIR / "mlflow.db").resolve():
         raise UsageError(f"no MLflow store at {backend}")  # a mistyped path, not a new empty store
     if backend.startswith(("http://", "https://", "databricks")):

@@ -73,3 +73,23 @@ def test_the_artifact_check_writes_nothing_that_stays_and_creates_no_folder(tmp_
     with pytest.raises(OSError, match=f"cannot write artifacts in {tmp_path / 'afile' / 'x'}: .*is a file"):
         check_artifact_location((tmp_path / "afile" / "x").as_uri())
     check_artifact_location("mlflow-artifacts:/1/abc/artifacts")  # the server's to check
+
+
+def test_a_sqlite_uri_names_its_database_file_without_the_query():
+    from pathlib import Path
+
+    from mlp_lab.compare import store_uri
+    from mlp_lab.tracking import sqlite_path
+
+    assert sqlite_path("sqlite:////tmp/x/mlflow.db?timeout=30") == Path("/tmp/x/mlflow.db")
+    assert sqlite_path("sqlite:///:memory:") is None and sqlite_path("http://127.0.0.1:5000") is None
+    with pytest.raises(UsageError, match="no MLflow store at"):
+        store_uri("sqlite:////no/such/mlflow.db?timeout=30")
+
+
+def test_compare_reads_a_store_named_with_a_query(run_cli, store):
+    assert run_cli("run", "--plugin", "scratch", "--tiny", "--steps", "3", "-q").exit_code == 0
+    uri = f"sqlite:///{store / 'mlflow.db'}?timeout=30"
+    result = run_cli("compare", "--experiment", "mlp-lab", "--format", "csv", "--tracking-uri", uri)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("plugin,") and "scratch" in result.stdout
