@@ -121,7 +121,7 @@ def parse_seeds(seed: int | None, seeds: str | None, repeat: int | None) -> list
         raise UsageError("use only one of --seed, --seeds and --repeat")
     if seeds is not None:
         try:
-            out = [int(s) for s in seeds.split(",") if s.strip()]
+            out = [int(s) for s in seeds.split(",")]  # an empty item ("1,,2", "1,") is a typo, not a seed
         except ValueError:
             raise UsageError(f"--seeds expects comma-separated integers, got {seeds!r}") from None
         if not out or len(set(out)) != len(out):

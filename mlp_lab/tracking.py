@@ -164,7 +164,7 @@ class Tracker:
     own preparation (``mlp-lab run`` loads its data meanwhile, then waits for the store before
     training: beside training, the opening cost training 1.5 times the CPU it took). Whatever needs
     the store waits for it (:meth:`wait`), and a store that cannot be opened raises
-    :class:`StoreError` there. Otherwise it happens now, raising MLflow's own error. Local SQLite
+    :class:`StoreError` there. Otherwise it happens now, raising the same error. Local SQLite
     stores are opened under a lock (``<database>.lock``), so that runs started at once do not both
     create the tables or the experiment.
 
@@ -183,8 +183,7 @@ class Tracker:
             threading.Thread(target=self._open, name="mlflow-open", daemon=True).start()
         else:
             self._open()
-            if self._error is not None:
-                raise self._error
+            self.wait()  # a StoreError naming the store, as in the background
 
     def _open(self) -> None:
         try:

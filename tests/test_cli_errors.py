@@ -37,6 +37,7 @@ CASES = {
     "-p beside its flag, dashed": (["--plugin", "scratch", "--batch-size", "10", "-p", "batch-size=2"], "use --batch-size alone"),
     "-p beside flags, first": (["--plugin", "scratch", "-p", "steps=1", "-p", "lr=1", "--lr", "2", "--steps", "2"], "-p steps=1"),
     "seeds not integers": (["--plugin", "scratch", "--seeds", "1,x"], "--seeds expects comma-separated integers"),
+    "seeds with an empty item": (["--plugin", "scratch", "--seeds", "0,,1"], "--seeds expects comma-separated integers"),
     "seed and seeds": (["--plugin", "scratch", "--seed", "1", "--seeds", "1,2"], "only one of --seed, --seeds and --repeat"),
     "seed too large": (["--plugin", "scratch", "--seed", str(2**64)], f"seed {2**64} is out of range"),
     "negative seed": (["--plugin", "scratch", "--seeds", "1,-1"], "seed -1 is out of range"),

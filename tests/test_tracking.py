@@ -75,6 +75,16 @@ def test_the_artifact_check_writes_nothing_that_stays_and_creates_no_folder(tmp_
     check_artifact_location("mlflow-artifacts:/1/abc/artifacts")  # the server's to check
 
 
+def test_opening_a_store_in_process_fails_as_a_store_error_too(store):
+    """The kit and the GPU benchmark open the store in their own process: the same one-line error as run's."""
+    from mlp_lab.tracking import StoreError
+
+    store.mkdir()
+    (store / "artifacts").write_text("not a folder")
+    with pytest.raises(StoreError, match=r"^cannot open the MLflow store sqlite:///.*: cannot write artifacts in .*artifacts"):
+        Tracker(None, "in-process")
+
+
 def test_a_sqlite_uri_names_its_database_file_without_the_query():
     from pathlib import Path
 
