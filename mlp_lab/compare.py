@@ -28,6 +28,7 @@ from mlflow.entities import Run, ViewType
 from mlflow.exceptions import MlflowException
 
 from mlp_lab.errors import UsageError, first_line
+from mlp_lab.options import read_back
 from mlp_lab.tracking import DEFAULT_DIR, StoreError, check_reachable, quiet_mlflow_logs, sqlite_path
 
 PAGE = 1000  # runs per search page; every page is read, so there is no cap on the number of runs
@@ -385,7 +386,7 @@ def record(run: Run, experiment: str) -> Record:
         run.info.experiment_id,
         experiment,
         run.info.status,
-        dict(run.data.params),
+        {name: read_back(name, text) for name, text in run.data.params.items()},  # older runs' "None" batch size: "full"
         dict(run.data.metrics),
         run.info.start_time or 0,
     )

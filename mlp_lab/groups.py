@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from mlp_lab.errors import first_line
+from mlp_lab.options import as_logged
 from mlp_lab.runs import Outcome, RunSpec, execute
 
 
@@ -15,7 +16,8 @@ def execute_group(specs: list[RunSpec], data: Any, device: Any, tracker: Any, qu
     """Run every spec as a child of a new parent run; the parent records what was compared and how it went."""
     names = list(dict.fromkeys(s.impl.name for s in specs))
     seeds = list(dict.fromkeys(s.seed for s in specs))
-    shared = {k: v for k, v in specs[0].hp.as_dict().items() if all(s.hp.as_dict().get(k) == v for s in specs)}
+    logged = [as_logged(s.impl.all_options(), s.hp) for s in specs]
+    shared = {k: v for k, v in logged[0].items() if all(values.get(k) == v for values in logged)}
     params = {
         "plugins": ",".join(names),
         "seeds": ",".join(map(str, seeds)),

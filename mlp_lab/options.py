@@ -118,6 +118,21 @@ class Hyperparams:
         return dict(self.values)
 
 
+def as_logged(options: dict[str, Option], hp: Hyperparams) -> dict[str, Any]:
+    """The values as a run logs them: an unset option that has a word for it (``batch_size``: "full") as
+    that word, which ``-p`` reads back, rather than None, which MLflow would keep as the text "None"."""
+    return {
+        name: options[name].unset if value is None and name in options and options[name].unset else value
+        for name, value in hp.values.items()
+    }
+
+
+def read_back(name: str, text: str) -> str:
+    """A shared parameter as logged before :func:`as_logged` ("None") in today's words ("full")."""
+    unset = next((o.unset for o in SHARED if o.name == name), None)
+    return unset if unset and text == "None" else text
+
+
 def resolve(options: dict[str, Option], defaults: dict[str, Any], overrides: dict[str, Any], owner: str) -> Hyperparams:
     """Defaults, then the implementation's defaults, then the user's overrides, each value checked."""
     values = {}

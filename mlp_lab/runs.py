@@ -22,7 +22,7 @@ import mlp_lab
 from mlp_lab import figures, model_file, training
 from mlp_lab.data import Dataset
 from mlp_lab.errors import PluginError, TrackingError, first_line
-from mlp_lab.options import Hyperparams
+from mlp_lab.options import Hyperparams, as_logged
 from mlp_lab.progress import Progress
 from mlp_lab.registry import Implementation
 from mlp_lab.tracking import ArrayShape, RunLog, Tracker
@@ -65,7 +65,7 @@ class UnusableModel:
 def params_of(spec: RunSpec, data: Dataset, device: torch.device) -> dict[str, Any]:
     """Every parameter a run logs: hyperparameters, seed, where the code and data came from."""
     return {
-        **spec.hp.as_dict(),
+        **as_logged(spec.impl.all_options(), spec.hp),
         "eval_every": training.eval_interval(spec.hp),  # what ran, not None for the default
         "plugin": spec.impl.name,
         "plugin_distribution": spec.impl.distribution,

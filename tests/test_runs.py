@@ -237,6 +237,26 @@ def test_full_batch_can_be_asked_for_by_name(run_cli, store):
     for how in (["--batch-size", "full"], ["-p", "batch_size=Full"]):
         result = run_cli("run", "--plugin", "dropout", *how, "--tiny", "--steps", "3", "-q")
         assert result.exit_code == 0, result.output
-    assert [r.data.params["batch_size"] for r in runs_in(store)] == ["None", "None"]
+    assert [r.data.params["batch_size"] for r in runs_in(store)] == ["full", "full"]  # the word -p reads back
     bad = run_cli("run", "--plugin", "dropout", "--batch-size", "all", "--tiny", "--steps", "3")
     assert (bad.exit_code, bad.stderr.strip()) == (2, "Error: dropout: batch_size must be int, got 'all'")
+
+
+def test_runs_that_logged_full_batch_as_none_compare_with_todays(run_cli, store):
+    """Runs made before "full" was logged hold the text "None": compare groups them with today's, shown "full"."""
+    import json
+
+    made = run_cli("run", "--plugin", "dropout", "--batch-size", "full", "--tiny", "--steps", "3", "--seed", "1", "-q")
+    assert made.exit_code == 0, made.output
+    (new,) = runs_in(store)
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    old = client.create_run(new.info.experiment_id, tags={"mlp_lab.kind": "run"}, run_name="dropout-s2")
+    for key, value in {**new.data.params, "seed": "2", "batch_size": "None"}.items():
+        client.log_param(old.info.run_id, key, value)
+    for key, value in new.data.metrics.items():
+        client.log_metric(old.info.run_id, key, value)
+    client.set_terminated(old.info.run_id)
+    rows = json.loads(run_cli("compare", "--experiment", "mlp-lab", "--format", "json").stdout)["rows"]
+    assert [(r["runs"], r["seeds"]) for r in rows] == [(2, "1,2")]
+    table = run_cli("compare", "--experiment", "mlp-lab", "--all-params", "--format", "markdown").stdout
+    assert "None" not in table and "| full |" in table
