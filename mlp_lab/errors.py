@@ -20,6 +20,11 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, ``timeout``, a job scheduler): the current run ends KILLED, as with Ctrl-C."""
 
 
+def described(exc: BaseException) -> str:
+    """``Type: first line of the message`` (the type alone when there is none): one line for a failed run."""
+    return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (MLflow's run to pages), else its type's name."""
     text = str(getattr(exc, "message", None) or exc).strip()

@@ -21,7 +21,7 @@ import torch
 import mlp_lab
 from mlp_lab import figures, model_file, training
 from mlp_lab.data import Dataset
-from mlp_lab.errors import PluginError, TrackingError, first_line
+from mlp_lab.errors import PluginError, TrackingError, described, first_line
 from mlp_lab.options import Hyperparams, as_logged
 from mlp_lab.progress import Progress
 from mlp_lab.registry import Implementation
@@ -138,7 +138,7 @@ def execute(
         error = (
             str(exc)
             if isinstance(exc, (PluginError, TrackingError))
-            else f"{spec.impl.label} failed: {type(exc).__name__}: {exc}"
+            else f"{spec.impl.label} failed: {described(exc)}"  # the whole message is in error.txt
         )
         with refused_by_store(name):
             try:
@@ -175,7 +175,7 @@ def build_and_train(
     """
     random.seed(spec.seed)
     torch.manual_seed(spec.seed)
-    model = spec.model_class(spec.hp)
+    model = spec.model_class(Hyperparams(dict(spec.hp.values)))  # its own copy: what it changes stays in its run
     model_file.check_saveable(model, spec.impl.label)  # a model that cannot be saved fails now, not after its training
     model.to(device)
     return model, training.train(model, data.to(device), spec.hp, spec.seed, on_losses, on_eval, compile=spec.compile)

@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlp_lab.errors import described
+
 if TYPE_CHECKING:
     from mlp_lab.data import Dataset
     from mlp_lab.registry import Implementation
@@ -65,6 +67,9 @@ def _spec(name: str, steps: int, seed: int = SEED, overrides: dict[str, Any] | N
     from mlp_lab.runs import RunSpec
 
     impl = implementation(name)
+    unknown = sorted(set(overrides or {}) - set(impl.all_options()))
+    if unknown:  # as -p refuses them: a misspelt override would check the defaults instead
+        raise _fail(name, f"unknown parameter(s) in overrides: {', '.join(unknown)}; known: {', '.join(impl.all_options())}")
     try:
         hp = impl.hyperparams({**(overrides or {}), "steps": steps, "eval_every": steps})
         if hp.batch_size is not None and hp.batch_size > len(_tiny().train):
@@ -85,8 +90,8 @@ def _train(spec: RunSpec) -> tuple[Any, Any]:
         return build_and_train(spec, _tiny(), torch.device("cpu"), lambda values, first: None, lambda ev: None)
     except PluginError as exc:  # the model breaks the contract (it cannot be saved, say): the message says how
         raise ConformanceError(str(exc)) from None
-    except Exception as exc:
-        raise _fail(spec.impl.name, f"training failed: {type(exc).__name__}: {exc}") from exc
+    except (Exception, SystemExit) as exc:  # sys.exit in a plugin fails the check, as it fails a run
+        raise _fail(spec.impl.name, f"training failed: {described(exc)}") from exc
 
 
 def check_registered(name: str) -> Implementation:
@@ -128,7 +133,8 @@ def _predictions_ok(spec: RunSpec, model: Any) -> None:
         scores = model.predict(test.x)
         loss = model.loss(Batch(test.x, test.y, test.onehot))
     if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (len(test), 10):
-        raise _fail(name, f"predict(x) must return scores of shape ({len(test)}, 10), got {getattr(scores, 'shape', scores)!r}")
+        got = f"shape {tuple(scores.shape)}" if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise _fail(name, f"predict(x) must return a tensor of scores of shape ({len(test)}, 10), got {got}")
     if not scores.is_floating_point() or not torch.isfinite(scores).all():
         raise _fail(name, "predict(x) must return finite floating-point scores")
     digits = scores.argmax(1)
@@ -241,16 +247,16 @@ def check_gradients(name: str, samples: int = 5, overrides: dict[str, Any] | Non
 
     random.seed(SEED)
     torch.manual_seed(SEED)
-    model = spec.model_class(spec.hp)
     train = _tiny().train
     try:
+        model = spec.model_class(spec.hp)
         rows = gradcheck.hand_written(
             model, Batch(train.x[:samples], train.y[:samples], train.onehot[:samples]), f"implementation '{name}'"
         )
     except PluginError as exc:
         raise ConformanceError(str(exc)) from None
-    except Exception as exc:
-        raise _fail(name, f"forward_backward failed: {type(exc).__name__}: {exc}") from exc
+    except (Exception, SystemExit) as exc:
+        raise _fail(name, f"building the model or forward_backward failed: {described(exc)}") from exc
     if not rows:
         raise _fail(name, "forward_backward returned no gradients")
     bad = [r.name + (f" (max diff {r.max_diff:.3g})" if math.isfinite(r.max_diff) else "") for r in rows if not r.approximate]

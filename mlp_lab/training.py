@@ -27,11 +27,15 @@ class NonFiniteLoss(RuntimeError):
 
 
 class BadScores(RuntimeError):
-    """``predict`` returned something other than (N, 10) class scores."""
+    """``predict`` returned something other than (N, 10) class scores, or NaN among them."""
 
 
 class BadLoss(RuntimeError):
-    """``train_step`` returned something other than the loss as a one-element tensor."""
+    """``train_step`` or ``loss`` returned something other than the loss as a one-element tensor."""
+
+
+def _kind(value: object) -> str:
+    return f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
 
 
 def eval_interval(hp: Hyperparams) -> int:
@@ -58,12 +62,15 @@ def evaluate(model: Model, batch: Batch) -> tuple[float, float]:
     total_loss, correct, n = 0.0, 0, len(batch)
     for s in range(0, n, EVAL_CHUNK):
         part = Batch(batch.x[s : s + EVAL_CHUNK], batch.y[s : s + EVAL_CHUNK], batch.onehot[s : s + EVAL_CHUNK])
-        total_loss += model.loss(part).float().item() * len(part)
-        scores = model.predict(part.x)
-        if tuple(scores.shape) != (len(part), Model.n_out):
-            raise BadScores(
-                f"predict returned shape {tuple(scores.shape)} for {len(part)} inputs; expected ({len(part)}, {Model.n_out})"
-            )
+        loss = model.loss(part)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise BadLoss(f"loss must return the loss as a one-element tensor (0-dim), got {_kind(loss)}")
+        total_loss += loss.float().item() * len(part)
+        scores, n_part = model.predict(part.x), len(part)
+        if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (n_part, Model.n_out):
+            raise BadScores(f"predict returned {_kind(scores)} for {n_part} inputs; expected a ({n_part}, {Model.n_out}) tensor")
+        if scores.isnan().any():  # argmax would read NaN as the largest score: an accuracy, and a model, of nothing
+            raise BadScores(f"predict returned NaN scores for {int(scores.isnan().any(1).sum())} of {n_part} inputs")
         correct += (scores.argmax(1) == part.y).sum().item()
     return total_loss / n, correct / n
 
@@ -139,8 +146,7 @@ def train(
                 buffer[step - fetched] = loss.detach()
             except Exception:
                 if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-                    got = f"shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else type(loss).__name__
-                    raise BadLoss(f"train_step must return the loss as a one-element tensor (0-dim), got {got}") from None
+                    raise BadLoss(f"train_step must return the loss as a one-element tensor (0-dim), got {_kind(loss)}") from None
                 raise
             if step + 1 - fetched == len(buffer) or step + 1 == steps:
                 hand_over(step + 1)

@@ -90,6 +90,16 @@ class Unpicklable(Good):
         self.lock = threading.Lock()
 
 
+class Exits(Good):
+    def train_step(self, batch, step):
+        raise SystemExit(3)
+
+
+class BrokenInit(Good):
+    def __init__(self, hp):
+        raise ValueError("no such layer")
+
+
 @hookimpl
 def register_implementations(register):
     register("good", "A linear softmax classifier with hand-written gradients.", Good, defaults={"steps": 10})
@@ -99,6 +109,8 @@ def register_implementations(register):
     register("idle", "Never updates its parameters.", Idle)
     register("unpicklable", "Holds a lock, which no model file can hold.", Unpicklable)
     register("two-lines", "First line.\\nSecond line.", Good)
+    register("exits", "Calls sys.exit in train_step.", Exits)
+    register("broken-init", "Raises when built.", BrokenInit)
 """
 
 
@@ -127,11 +139,14 @@ def test_a_conforming_third_party_model_passes_with_its_gradients_checked(bad_mo
             testing.check_predictions,
             "nine-scores",
             {"steps": 5},
-            "predict returned shape (500, 9) for 500 inputs; expected (500, 10)",
+            "predict returned shape (500, 9) for 500 inputs; expected a (500, 10) tensor",
         ),
         (testing.check_deterministic, "unseeded", {"steps": 5}, "differ from step 0"),
         (testing.check_learns, "idle", {"steps": 5}, "did not lower the training loss"),
         (testing.check_gradients, "wrong-gradient", {}, "hand-written gradients differ from autograd's: w"),
+        (testing.check_learns, "exits", {"steps": 5}, "training failed: SystemExit: 3"),
+        (testing.check_gradients, "broken-init", {}, "building the model or forward_backward failed: ValueError: no such layer"),
+        (testing.check_learns, "good", {"steps": 5, "overrides": {"hiden": 3}}, "unknown parameter(s) in overrides: hiden"),
     ],
 )
 def test_each_check_catches_what_it_is_for(bad_models, check, name, kwargs, says):

@@ -109,6 +109,21 @@ class ListParams(Linear):
     def parameters(self):
         return [self.w]
 
+class NaNScores(Linear):
+    def predict(self, x):
+        return torch.full((len(x), 10), float("nan"))
+
+class FloatEvalLoss(Linear):
+    def loss(self, batch):
+        return super().loss(batch).item()
+
+    def train_step(self, batch, step):
+        return super().loss(batch)
+
+class TwoLines(Linear):
+    def __init__(self, hp):
+        raise ValueError("bad hidden size\\nsecond line of the message")
+
 class HoldsALock(Linear):
     def __init__(self, hp):
         super().__init__(hp)
@@ -123,6 +138,9 @@ def register_implementations(register):
     register("float-loss", "Returns its loss as a float at step 2.", FloatLoss)
     register("list-params", "Its parameters() is a list.", ListParams)
     register("holds-a-lock", "Cannot be saved: it holds a lock.", HoldsALock)
+    register("nan-scores", "Predicts NaN scores.", NaNScores)
+    register("float-eval-loss", "Its loss() returns a float.", FloatEvalLoss)
+    register("two-lines", "Raises with a two-line message.", TwoLines)
 """,
     ),
     "clash-dist": (
@@ -192,6 +210,7 @@ def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_
     result = run_cli(
         "run", *("--plugin", "scratch", "--plugin", "lazy-gap", "--plugin", "inf-loss", "--plugin", "exits-in-step"),
         *("--plugin", "three-scores", "--plugin", "float-loss", "--plugin", "list-params", "--plugin", "holds-a-lock"),
+        *("--plugin", "nan-scores", "--plugin", "float-eval-loss", "--plugin", "two-lines"),
         *("--plugin", "clash-dist:scratch", "--tiny", "--steps", "5", "-q"),
     )  # fmt: skip
     assert result.exit_code == 1 and "Traceback" not in result.output
@@ -205,6 +224,9 @@ def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_
         "float-loss": "FAILED",
         "list-params": "FAILED",
         "holds-a-lock": "FAILED",
+        "nan-scores": "FAILED",  # not FINISHED with the accuracy of argmax over NaN
+        "float-eval-loss": "FAILED",
+        "two-lines": "FAILED",
         "clash-dist:scratch": "FINISHED",
     }
     assert runs["scratch"].data.params["plugin_distribution"] == "mlp-lab"
@@ -218,7 +240,7 @@ def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_
     assert (
         runs["three-scores"]
         .data.tags["mlp_lab.error"]
-        .endswith("failed: BadScores: predict returned shape (500, 3) for 500 inputs; expected (500, 10)")
+        .endswith("failed: BadScores: predict returned shape (500, 3) for 500 inputs; expected a (500, 10) tensor")
     )
     error = {name: r.data.tags.get("mlp_lab.error") for name, r in runs.items()}
     bad_loss = "failed: BadLoss: train_step must return the loss as a one-element tensor (0-dim), got float"
@@ -231,6 +253,11 @@ def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_
     assert error["holds-a-lock"] == label.format("holds-a-lock") + (
         ": the model cannot be saved: attribute 'guard' (lock): TypeError: cannot pickle '_thread.lock' object"
     )
+    assert error["nan-scores"].endswith("failed: BadScores: predict returned NaN scores for 500 of 500 inputs")
+    float_eval_loss = "failed: BadLoss: loss must return the loss as a one-element tensor (0-dim), got float"
+    assert error["float-eval-loss"].endswith(float_eval_loss)
+    assert error["two-lines"].endswith("failed: ValueError: bad hidden size")  # one line; error.txt has it all
+    assert "second line" not in result.stderr
     for before_training in ("list-params", "holds-a-lock"):  # found when the model is built, not after its training
         assert "train_loss" not in runs[before_training].data.metrics
 

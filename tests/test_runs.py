@@ -260,3 +260,32 @@ def test_runs_that_logged_full_batch_as_none_compare_with_todays(run_cli, store)
     assert [(r["runs"], r["seeds"]) for r in rows] == [(2, "1,2")]
     table = run_cli("compare", "--experiment", "mlp-lab", "--all-params", "--format", "markdown").stdout
     assert "None" not in table and "| full |" in table
+
+
+MUTATES_HP = """
+from mlp_lab import Option, hookimpl
+from mlp_lab_plugins.scratch import Scratch
+from mlp_lab_plugins.seed import TANH_MSE
+
+class MutatesHp(Scratch):
+    def __init__(self, hp):
+        hp.values["steps"], hp.values["lr"] = 7, 123.0  # a plugin's own business: it must not reach the core
+        super().__init__(hp)
+
+@hookimpl
+def register_implementations(register):
+    register("mutates-hp", "Scratch that rewrites hp.values.", MutatesHp,
+             options=TANH_MSE + (Option("decay_at", int, 5000), Option("decay", float, 0.1)))
+"""
+
+
+def test_a_model_that_rewrites_its_hyperparameters_changes_neither_its_budget_nor_the_next_seeds(run_cli, store, plugin_dist):
+    plugin_dist("mutates-hp-plugin", "mutates_hp_mod", MUTATES_HP)
+    result = run_cli("run", "--plugin", "mutates-hp", "--tiny", "--steps", "12", "--seeds", "0,1", "-q")
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    runs = [r for r in runs_in(store) if r.data.tags.get("mlp_lab.kind") == "run"]
+    assert sorted(r.data.params["seed"] for r in runs) == ["0", "1"]
+    for run in runs:
+        assert (run.data.params["steps"], run.data.params["lr"]) == ("12", "0.1")
+        assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 12
