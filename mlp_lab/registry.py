@@ -18,21 +18,21 @@ import importlib
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from typing import Any, Protocol
 
 import pluggy
 
 from mlp_lab import hookspecs
-from mlp_lab.errors import PluginError, UsageError
+from mlp_lab.errors import PluginError, UsageError, described
 from mlp_lab.model import REQUIRED
 from mlp_lab.options import RUN_PARAMS, SHARED, Hyperparams, Option, resolve
 
 GROUP = "mlp_lab"
 BUILTIN_DISTRIBUTION = "mlp-lab"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
-OPTION_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")  # set as -p NAME=VALUE, logged as an MLflow param
+OPTION_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")  # set as -p NAME=VALUE (which reads - as _), logged as an MLflow param
 
 
 class Register(Protocol):
@@ -67,9 +67,8 @@ class Implementation:
         return self.distribution == BUILTIN_DISTRIBUTION
 
     def all_options(self) -> dict[str, Option]:
-        """The shared hyperparameters with this implementation's defaults, then its own options."""
-        shared = {o.name: Option(**{**o.__dict__, "default": self.defaults.get(o.name, o.default)}) for o in SHARED}
-        return {**shared, **{o.name: o for o in self.options}}
+        """The shared hyperparameters, then its own options, each with this implementation's default."""
+        return {o.name: replace(o, default=self.defaults.get(o.name, o.default)) for o in (*SHARED, *self.options)}
 
     def hyperparams(self, overrides: dict[str, Any]) -> Hyperparams:
         """The run's hyperparameters: defaults overridden by ``overrides`` (unknown keys ignored)."""
@@ -123,6 +122,8 @@ class Registry:
                 raise UsageError(f"{who} is broken: {problem.error}")
         known = ", ".join(sorted(self.implementations)) or "none"
         hint = f"; {len(self.broken)} plugin problem(s), see 'mlp-lab plugins'" if self.broken else ""
+        if os.environ.get("MLP_LAB_LOAD_PLUGINS") is not None:
+            hint += f"; MLP_LAB_LOAD_PLUGINS={os.environ['MLP_LAB_LOAD_PLUGINS']!r} loads only those entry points"
         raise UsageError(f"unknown plugin '{name}'; known: {known}{hint}")
 
     def names(self) -> list[str]:
@@ -224,12 +225,17 @@ class Registration:
             self.pending.append(self.check(name, description, model, defaults, options))
         except (PluginError, UsageError) as exc:
             self.rejected.append(Problem(self.plugin, self.dist, self.version, str(exc), str(name)))
+        except Exception as exc:  # noqa: BLE001 - a check tripped on a value of an unexpected kind: this one is rejected
+            error = f"implementation '{name}': {described(exc)}"
+            self.rejected.append(Problem(self.plugin, self.dist, self.version, error, str(name)))
 
     def check(self, name, description, model, defaults, options) -> Implementation:  # noqa: ANN001
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise PluginError(f"invalid implementation name {name!r}")
-        if not isinstance(description, str) or not description.strip():
-            raise PluginError(f"implementation '{name}' needs a one-line description")
+        if name == "all":
+            raise PluginError("the implementation name 'all' is taken by --plugin all, which runs every implementation")
+        if not isinstance(description, str) or not description.strip() or "\n" in description.strip():
+            raise PluginError(f"implementation '{name}' needs a one-line description, got {description!r}")
         if not isinstance(model, str):
             gaps = contract_gaps(model)
             if gaps:
@@ -246,8 +252,10 @@ class Registration:
                 raise PluginError(f"implementation '{name}': options must be mlp_lab.Option, got {o!r}")
             if not isinstance(o.name, str) or not OPTION_RE.match(o.name) or o.name.startswith("__"):
                 raise PluginError(
-                    f"implementation '{name}': invalid option name {o.name!r} (a letter or _ first, then letters, digits, _ . -)"
+                    f"implementation '{name}': invalid option name {o.name!r} (a letter or _ first, then letters, digits, _ .)"
                 )
+            if not isinstance(o.type, type):
+                raise PluginError(f"implementation '{name}': option '{o.name}' needs a type such as float, got {o.type!r}")
             if o.name in Hyperparams.RESERVED:
                 raise PluginError(f"implementation '{name}': option '{o.name}' would hide hp.{o.name} of mlp_lab.Hyperparams")
             if o.name in shared:
@@ -257,15 +265,25 @@ class Registration:
             if o.name in seen:
                 raise PluginError(f"implementation '{name}': option '{o.name}' is declared twice")
             seen.add(o.name)
-            o.parse(o.default, name)
+            _check_default(o, o.default, name)
         unknown = set(defaults or {}) - shared - {o.name for o in opts}
         if unknown:
             raise PluginError(f"implementation '{name}': defaults for unknown hyperparameters {sorted(unknown)}")
+        declared = {o.name: o for o in (*SHARED, *opts)}
         for key, value in (defaults or {}).items():
-            if key in shared:
-                next(o for o in SHARED if o.name == key).parse(value, name)
+            _check_default(declared[key], value, name)
         return Implementation(
             name, description.strip(), model, dict(defaults or {}), opts, self.plugin, self.dist, self.version, self.location
+        )
+
+
+def _check_default(option: Option, value: Any, owner: str) -> None:
+    """A default must pass its option's checks as given: 2.7 for an int would be run as 2."""
+    parsed = option.parse(value, owner)
+    if parsed != value and not (parsed is None and option.unset):
+        raise PluginError(
+            f"implementation '{owner}': the default {option.name}={value!r} is not of its type, {option.type.__name__}"
+            f" (it would run as {parsed!r})"
         )
 
 

@@ -605,8 +605,11 @@ def _param_str(value: Any) -> str:
 
 
 def quiet_mlflow_logs() -> None:
-    """Keep MLflow's informational chatter (table creation, pickling advice) off the terminal."""
+    """Keep MLflow's informational chatter (table creation, pickling advice, its own use of a deprecated
+    SQLAlchemy loader) off the terminal, and out of the warnings summary of a plugin's tests."""
     import logging
+
+    warnings.filterwarnings("ignore", message="The ``noload`` loader strategy is deprecated")
 
     for name in ("mlflow.store.db.utils", "mlflow.pyfunc", "mlflow.models.model", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING if name != "mlflow.pyfunc" else logging.ERROR)

@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from mlp_lab.registry import get_registry
+
 from .conftest import runs_in
 
 LINEAR = """
@@ -204,6 +206,20 @@ def test_a_rejected_implementation_is_a_one_line_error_naming_its_plugin(broken_
     )
     unknown = run_cli("run", "--plugin", "nope", "--tiny")
     assert unknown.exit_code == 2 and "5 plugin problem(s), see 'mlp-lab plugins'" in unknown.stderr
+
+
+def test_all_says_what_it_leaves_out_and_a_load_filter_is_named_when_nothing_matches(broken_world, run_cli, store):
+    env = {"MLP_LAB_LOAD_PLUGINS": "exits_mod,half_mod"}
+    result = run_cli("run", "--plugin", "all", "--tiny", "--steps", "2", "-q", env=env)
+    assert result.exit_code == 0, result.output
+    assert [r.data.params["plugin"] for r in runs_in(store)] == ["linear-ok"]
+    assert "Note: --plugin all leaves out what is broken: exits_mod, no-predict (see 'mlp-lab plugins')" in result.stderr
+    get_registry.cache_clear()  # loaded once per process: as a new mlp-lab process would
+    typo = run_cli("run", "--plugin", "scratch", "--tiny", env={"MLP_LAB_LOAD_PLUGINS": "sed"})
+    assert typo.exit_code == 2
+    assert typo.stderr.strip() == (
+        "Error: unknown plugin 'scratch'; known: none; MLP_LAB_LOAD_PLUGINS='sed' loads only those entry points"
+    )
 
 
 def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_world, run_cli, store):

@@ -117,7 +117,7 @@ def test_one_module_under_two_entry_points_is_reported_once(plugin_dist):
     assert [(b.plugin, b.error) for b in registry.broken] == [("b", "its module twice_models is already loaded as plugin 'a'")]
 
 
-RULE = "(a letter or _ first, then letters, digits, _ . -)"
+RULE = "(a letter or _ first, then letters, digits, _ .)"
 
 
 def test_bad_registrations_are_rejected_with_the_reason(plugin_dist):
@@ -135,6 +135,16 @@ def test_bad_registrations_are_rejected_with_the_reason(plugin_dist):
         register("digit-option", "Starts with a digit.", model, options=(Option("2nd", int, 5),))
         register("dup-name", "First.", model)
         register("dup-name", "Second, from the same plugin.", model)
+        register("dash-option", "-p would read it as drop_rate.", model, options=(Option("drop-rate", float, 0.1),))
+        register("type-text", "Its option's type is a string.", model, options=(Option("alpha", "float", 0.1),))
+        register("fine", "Registered beside the bad ones; it counts.", model, options=(Option("gamma", float, 0.1, max=0.2),),
+                 defaults={"gamma": 0.15})
+        register("all", "Could never run alone.", model)
+        register("two-lines", "Line one.\\nLine two.", model)
+        register("int-default", "2.7 would run as 2.", model, options=(Option("n", int, 2.7),))
+        register("hidden-default", "100.7 would run as 100.", model, defaults={"hidden": 100.7})
+        register("own-default", "Over its option's max.", model, options=(Option("gamma", float, 0.1, max=0.2),),
+                 defaults={"gamma": 0.3})
     """
     plugin_dist("bad-dist", "bad_models", code)
     registry = get_registry()
@@ -146,8 +156,18 @@ def test_bad_registrations_are_rejected_with_the_reason(plugin_dist):
         "dunder-option": "implementation 'dunder-option': invalid option name '__x' " + RULE,
         "digit-option": "implementation 'digit-option': invalid option name '2nd' " + RULE,
         "dup-name": "registers 'dup-name' twice",
+        "dash-option": "implementation 'dash-option': invalid option name 'drop-rate' " + RULE,
+        "type-text": "implementation 'type-text': option 'alpha' needs a type such as float, got 'float'",
+        "all": "the implementation name 'all' is taken by --plugin all, which runs every implementation",
+        "two-lines": "implementation 'two-lines' needs a one-line description, got 'Line one.\\nLine two.'",
+        "int-default": "implementation 'int-default': the default n=2.7 is not of its type, int (it would run as 2)",
+        "hidden-default": "implementation 'hidden-default': the default hidden=100.7 is not of its type, int"
+        " (it would run as 100)",
+        "own-default": "own-default: gamma must be <= 0.2, got 0.3",
     }
     assert registry.implementations["dup-name"].description == "First."
+    fine = registry.implementations["fine"]
+    assert fine.all_options()["gamma"].default == 0.15 and fine.hyperparams({}).gamma == 0.15  # listed as it runs
     assert registry.clashes == []
 
 

@@ -110,4 +110,4 @@ def test_the_scaffold_installed_as_a_distribution_passes_its_own_conformance_tes
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=folder, env=env, capture_output=True, text=True
     )
     assert tested.returncode == 0, tested.stdout + tested.stderr
-    assert "1 passed" in tested.stdout
+    assert "1 passed in " in tested.stdout  # and no warnings: MLflow's own deprecation is not the author's to see
