@@ -19,10 +19,18 @@ import mlp_lab
 from mlp_lab.model import Model, checked_parameters
 
 
-def save(model: Model, mean: float, std: float) -> bytes:
-    """The model file's bytes: a CPU inference copy of ``model`` and the normalisation of its training inputs."""
+def save(model: Model, mean: float, std: float, owner: str | None = None) -> bytes:
+    """The model file's bytes: a CPU inference copy of ``model`` and the normalisation of its training inputs.
+
+    With ``owner``, a model that cannot be saved is a :class:`PluginError` naming the attribute to blame.
+    """
     buffer = io.BytesIO()
-    torch.save({"model": inference_copy(model), "mean": mean, "std": std}, buffer)
+    try:
+        torch.save({"model": inference_copy(model), "mean": mean, "std": std}, buffer)
+    except Exception as exc:
+        if owner is None:
+            raise
+        raise unsaveable(model, owner, exc) from exc
     return buffer.getvalue()
 
 
@@ -39,21 +47,27 @@ class _Discard(io.RawIOBase):
 def check_saveable(model: Model, owner: str) -> None:
     """Save ``model`` as built, before training (writing nothing): a :class:`PluginError` now, naming the attribute
     that cannot be saved where one is to blame, rather than after the training budget."""
-    from mlp_lab.errors import PluginError, first_line
-
     checked_parameters(model, owner)
     try:
         torch.save({"model": inference_copy(model), "mean": 0.0, "std": 1.0}, _Discard())
     except Exception as exc:
-        for name, value in vars(model).items():
-            if isinstance(value, torch.optim.Optimizer):
-                continue  # not saved
-            try:
-                pickle.dumps(value)
-            except Exception as why:  # noqa: BLE001 - whatever pickling the attribute raises
-                what = f"attribute '{name}' ({type(value).__name__}): {type(why).__name__}: {first_line(why)}"
-                raise PluginError(f"{owner}: the model cannot be saved: {what}") from exc
-        raise PluginError(f"{owner}: the model cannot be saved: {type(exc).__name__}: {first_line(exc)}") from exc
+        raise unsaveable(model, owner, exc) from exc
+
+
+def unsaveable(model: Model, owner: str, exc: Exception) -> Exception:
+    """Why ``model`` could not be saved, as a :class:`PluginError` naming the first attribute that cannot be
+    copied or pickled (an optimizer is not saved), else saying what saving raised."""
+    from mlp_lab.errors import PluginError, described
+
+    for name, value in vars(model).items():
+        if isinstance(value, torch.optim.Optimizer):
+            continue
+        try:
+            pickle.dumps(copy.deepcopy(value))
+        except Exception as why:  # noqa: BLE001 - whatever copying or pickling the attribute raises
+            what = f"attribute '{name}' ({type(value).__name__}): {described(why)}"
+            return PluginError(f"{owner}: the model cannot be saved: {what}")
+    return PluginError(f"{owner}: the model cannot be saved: {described(exc)}")
 
 
 def load(path: str | Path) -> dict[str, Any]:

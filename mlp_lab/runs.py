@@ -208,7 +208,7 @@ def array_shape(t: torch.Tensor) -> ArrayShape:
 
 
 def log_model(run: RunLog, spec: RunSpec, model: Any, data: Dataset, step: int) -> str:
-    saved = model_file.save(model, data.mean, data.std)
+    saved = model_file.save(model, data.mean, data.std, spec.impl.label)  # an attribute set in training may not save
     example = data.raw_test[:5].numpy().astype("float32")
     return run.log_model(saved, example, model_file.requirements(spec.impl.distribution, spec.impl.version), step)
 

@@ -122,6 +122,13 @@ class FloatEvalLoss(Linear):
     def train_step(self, batch, step):
         return super().loss(batch)
 
+class KeepsItsGraph(Linear):
+    def train_step(self, batch, step):
+        self.w.requires_grad_(True)
+        self.last_loss = self.loss(batch)  # not detached: a tensor with a graph, which cannot be copied
+        self.w.requires_grad_(False)
+        return self.last_loss.detach()
+
 class TwoLines(Linear):
     def __init__(self, hp):
         raise ValueError("bad hidden size\\nsecond line of the message")
@@ -143,6 +150,7 @@ def register_implementations(register):
     register("nan-scores", "Predicts NaN scores.", NaNScores)
     register("float-eval-loss", "Its loss() returns a float.", FloatEvalLoss)
     register("two-lines", "Raises with a two-line message.", TwoLines)
+    register("keeps-its-graph", "Keeps its last loss with its graph, found only at the end.", KeepsItsGraph)
 """,
     ),
     "clash-dist": (
@@ -226,7 +234,7 @@ def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_
     result = run_cli(
         "run", *("--plugin", "scratch", "--plugin", "lazy-gap", "--plugin", "inf-loss", "--plugin", "exits-in-step"),
         *("--plugin", "three-scores", "--plugin", "float-loss", "--plugin", "list-params", "--plugin", "holds-a-lock"),
-        *("--plugin", "nan-scores", "--plugin", "float-eval-loss", "--plugin", "two-lines"),
+        *("--plugin", "nan-scores", "--plugin", "float-eval-loss", "--plugin", "two-lines", "--plugin", "keeps-its-graph"),
         *("--plugin", "clash-dist:scratch", "--tiny", "--steps", "5", "-q"),
     )  # fmt: skip
     assert result.exit_code == 1 and "Traceback" not in result.output
@@ -243,6 +251,7 @@ def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_
         "nan-scores": "FAILED",  # not FINISHED with the accuracy of argmax over NaN
         "float-eval-loss": "FAILED",
         "two-lines": "FAILED",
+        "keeps-its-graph": "FAILED",
         "clash-dist:scratch": "FINISHED",
     }
     assert runs["scratch"].data.params["plugin_distribution"] == "mlp-lab"
@@ -274,6 +283,9 @@ def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_
     assert error["float-eval-loss"].endswith(float_eval_loss)
     assert error["two-lines"].endswith("failed: ValueError: bad hidden size")  # one line; error.txt has it all
     assert "second line" not in result.stderr
+    assert error["keeps-its-graph"].startswith(
+        label.format("keeps-its-graph") + ": the model cannot be saved: attribute 'last_loss' (Tensor): "
+    )
     for before_training in ("list-params", "holds-a-lock"):  # found when the model is built, not after its training
         assert "train_loss" not in runs[before_training].data.metrics
 
