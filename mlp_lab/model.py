@@ -103,6 +103,8 @@ class Model:
         """Switch training behaviour (dropout, batch statistics) on or off, for modules too."""
         import torch
 
+        if isinstance(self, torch.nn.Module):  # a model that is also a module: its submodules live outside vars()
+            torch.nn.Module.train(self, mode)
         self.training = mode
         for value in vars(self).values():
             if isinstance(value, torch.nn.Module):

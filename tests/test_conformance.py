@@ -188,3 +188,21 @@ def test_parameters_may_be_any_mapping_of_tensors_and_the_kit_wants_some():
     for bad, says in (([torch.zeros(2)], "got list"), ({"w": 1.0}, "got a mapping of str: float")):
         with pytest.raises(PluginError, match=f"^it: parameters\\(\\) must return a dict of tensors by name, {says}$"):
             checked_parameters(Held(bad), "it")
+
+
+def test_train_switches_the_submodules_of_a_model_that_is_also_a_module():
+    import torch
+
+    from mlp_lab.model import Model
+
+    class Both(Model, torch.nn.Module):
+        def __init__(self):
+            Model.__init__(self, None)
+            torch.nn.Module.__init__(self)
+            self.drop = torch.nn.Dropout(0.5)  # kept in _modules, not in vars()
+            self.held = torch.nn.Linear(2, 2)
+
+    model = Both().train(False)
+    assert not model.training and not model.drop.training and not model.held.training
+    model.train()
+    assert model.drop.training and model.held.training
