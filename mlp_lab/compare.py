@@ -352,6 +352,8 @@ def experiments(client: MlflowClient, names: Iterable[str] = ()) -> dict[str, st
     out = {}
     for name in names:
         exp = _mlflow_call(client.get_experiment_by_name, name)
+        if exp is not None and exp.lifecycle_stage == "deleted":
+            raise UsageError(f"experiment {name!r} is deleted in {client.tracking_uri}; restore it to compare its runs")
         if exp is None or exp.lifecycle_stage != "active":
             raise UsageError(f"no experiment named {name!r} in {client.tracking_uri}")
         out[exp.experiment_id] = exp.name

@@ -195,6 +195,12 @@ class Tracker:
             with _store_lock(self.uri):  # two mlp-lab processes must not both create the tables or the experiment
                 client = MlflowClient(self.uri)
                 found = client.get_experiment_by_name(self.experiment)
+                if found is not None and found.lifecycle_stage == "deleted":
+                    raise StoreError(
+                        f"experiment '{self.experiment}' is deleted in {self.uri}: restore it"
+                        f" (mlflow experiments restore -x {found.experiment_id}, with MLFLOW_TRACKING_URI set to it)"
+                        " or choose another --experiment"
+                    )
                 if found is None:
                     artifacts = _experiment_artifacts(self.uri, self.experiment)
                     found = client.get_experiment(client.create_experiment(self.experiment, artifact_location=artifacts))
@@ -212,6 +218,8 @@ class Tracker:
     def wait(self) -> Tracker:
         """Block until the store is open; :class:`StoreError` when it cannot be."""
         self._ready.wait()
+        if isinstance(self._error, StoreError):
+            raise self._error
         if self._error is not None:
             raise StoreError(f"cannot open the MLflow store {self.uri}: {first_line(self._error)}")
         return self
@@ -595,8 +603,18 @@ def _store_lock(uri: str) -> Iterator[None]:
 
 
 def _experiment_artifacts(uri: str, experiment: str) -> str | None:
+    """The experiment's folder under the store's artifact root, named after it: one path segment, whatever the
+    name holds (``../x`` or ``a/b`` would leave the root or nest), with a hash of the name where it had to change."""
+    import hashlib
+    import re
+
     root = default_artifact_root(uri)
-    return None if root is None else f"{root}/{experiment}"
+    if root is None:
+        return None
+    folder = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip("._") or "experiment"
+    if folder != experiment:
+        folder += "-" + hashlib.sha256(experiment.encode()).hexdigest()[:8]
+    return f"{root}/{folder}"
 
 
 def _param_str(value: Any) -> str:

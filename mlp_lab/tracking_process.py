@@ -325,6 +325,8 @@ class Service:
 
         try:
             self.tracker = Tracker(uri, experiment, prepare=False)
+        except StoreError as exc:  # already says which store, and why
+            self.open_error = exc
         except Exception as exc:  # noqa: BLE001 - whatever MLflow raised, reported by wait
             self.open_error = StoreError(f"cannot open the MLflow store {uri}: {first_line(exc)}")
 

@@ -103,3 +103,14 @@ def test_compare_reads_a_store_named_with_a_query(run_cli, store):
     result = run_cli("compare", "--experiment", "mlp-lab", "--format", "csv", "--tracking-uri", uri)
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("plugin,") and "scratch" in result.stdout
+
+
+def test_an_experiment_is_one_folder_under_the_artifact_root_whatever_its_name(tmp_path):
+    from mlp_lab.tracking import _experiment_artifacts, default_artifact_root
+
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    root = default_artifact_root(uri)
+    assert _experiment_artifacts(uri, "mlp-lab") == f"{root}/mlp-lab"
+    folders = {name: _experiment_artifacts(uri, name).removeprefix(f"{root}/") for name in ("../../esc", "a/b c", "..", "a/b_c")}
+    assert all("/" not in f and f.strip(".") for f in folders.values()), folders
+    assert folders["../../esc"].startswith("esc-") and len(set(folders.values())) == 4  # distinct names stay apart
