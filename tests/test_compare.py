@@ -375,10 +375,12 @@ def test_grey_level_check_accepts_raw_images_and_says_what_is_wrong_with_others(
 
     path = tmp_path / "x.npy"
     raw = data.load("tiny").raw_test[:3].numpy().astype(np.float32)
-    for fine in (raw, np.zeros((2, 784)), np.full(784, 255.0), np.eye(28).reshape(1, 784)):  # black, white, 0/1 pixels
+    for fine in (raw, np.zeros((2, 784)), np.full(784, 255.0), np.eye(28).reshape(1, 784) * 255):  # black, white, 0/255
         check_grey_levels(path, np.asarray(fine, dtype=np.float32))
     wrong = [
         (raw / 255, "values lie between 0 and 1"),
+        (np.eye(28).reshape(1, 784), "values are only 0 and 1 \\(a binarised image\\?\\); expected raw grey levels 0-255"),
+        ((raw > 127).astype(np.float32), "values are only 0 and 1"),
         (raw - 30, "holds negative values"),
         (raw * 257, "values reach 65535; expected raw 8-bit"),
         (np.where(raw > 0, np.inf, 0), "NaN or infinite"),
