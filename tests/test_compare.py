@@ -453,3 +453,17 @@ def test_help_imports_neither_torch_nor_mlflow(command):
     probe = PROBE.format(args=[command, "--help"])
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=subprocess_env())
     assert "CODE 0" in out.stdout and "HEAVY []" in out.stdout, out.stdout + out.stderr
+
+
+def test_a_figure_of_runs_none_of_which_finished_is_not_written_blank(run_cli, store, tmp_path):
+    from mlp_lab.tracking import Tracker
+
+    client = Tracker(None, "mlp-lab").client
+    run = client.create_run(client.get_experiment_by_name("mlp-lab").experiment_id, tags={"mlp_lab.kind": "run"})
+    client.log_param(run.info.run_id, "plugin", "scratch")
+    client.log_metric(run.info.run_id, "train_loss", 3.0, step=0)
+    client.set_terminated(run.info.run_id, "KILLED")
+    result = run_cli("compare", "--experiment", "mlp-lab", "--figure", tmp_path / "f.png")
+    assert result.exit_code == 1 and "0 (+1 killed)" in result.stdout
+    assert result.stderr.strip().endswith("none of these runs finished, so there is no curve to draw; not written")
+    assert not (tmp_path / "f.png").exists()
