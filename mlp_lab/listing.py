@@ -30,7 +30,7 @@ def plugin_listing() -> dict[str, Any]:
                     {
                         "name": o.name,
                         "type": o.type.__name__,
-                        "default": o.default,
+                        "default": impl.all_options()[o.name].default,  # the implementation's, as its runs use
                         "help": o.help,
                         **{k: getattr(o, k) for k in ("min", "max", "above", "below", "choices") if getattr(o, k) is not None},
                     }

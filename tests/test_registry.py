@@ -168,6 +168,10 @@ def test_bad_registrations_are_rejected_with_the_reason(plugin_dist):
     assert registry.implementations["dup-name"].description == "First."
     fine = registry.implementations["fine"]
     assert fine.all_options()["gamma"].default == 0.15 and fine.hyperparams({}).gamma == 0.15  # listed as it runs
+    from mlp_lab.listing import plugin_listing
+
+    (listed,) = [i for i in plugin_listing()["implementations"] if i["name"] == "fine"]
+    assert listed["options"][0]["default"] == listed["defaults"]["gamma"] == 0.15
     assert registry.clashes == []
 
 
