@@ -122,8 +122,9 @@ class Registry:
                 raise UsageError(f"{who} is broken: {problem.error}")
         known = ", ".join(sorted(self.implementations)) or "none"
         hint = f"; {len(self.broken)} plugin problem(s), see 'mlp-lab plugins'" if self.broken else ""
-        if os.environ.get("MLP_LAB_LOAD_PLUGINS") is not None:
-            hint += f"; MLP_LAB_LOAD_PLUGINS={os.environ['MLP_LAB_LOAD_PLUGINS']!r} loads only those entry points"
+        only = os.environ.get("MLP_LAB_LOAD_PLUGINS")
+        if only is not None:
+            hint += f"; MLP_LAB_LOAD_PLUGINS={only!r} loads " + ("only those entry points" if only.strip() else "none")
         raise UsageError(f"unknown plugin '{name}'; known: {known}{hint}")
 
     def names(self) -> list[str]:

@@ -133,7 +133,7 @@ def test_a_conforming_third_party_model_passes_with_its_gradients_checked(bad_mo
 @pytest.mark.parametrize(
     ("check", "name", "kwargs", "says"),
     [
-        (testing.check_registered, "two-lines", {}, "description must be one non-empty line"),
+        (testing.check_registered, "two-lines", {}, "needs a one-line description"),  # refused at registration
         (testing.check_registered, "nope", {}, "unknown plugin 'nope'"),
         (
             testing.check_predictions,

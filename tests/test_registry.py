@@ -76,7 +76,9 @@ def test_load_plugins_env_selects_entry_points(monkeypatch):
 def test_no_plugins_loaded_is_a_clear_error(monkeypatch, run_cli):
     monkeypatch.setenv("MLP_LAB_LOAD_PLUGINS", "")
     result = run_cli("run", "--plugin", "scratch")
-    assert result.exit_code == 2 and result.stderr.strip() == "Error: unknown plugin 'scratch'; known: none"
+    assert result.exit_code == 2 and result.stderr.strip() == (
+        "Error: unknown plugin 'scratch'; known: none; MLP_LAB_LOAD_PLUGINS='' loads none"
+    )
 
 
 def _registering(*names: str) -> str:

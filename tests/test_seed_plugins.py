@@ -8,7 +8,7 @@ one (about 100 s), runs 1,500 steps, by which the notebook's run had already rea
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 import pytest
 
@@ -24,13 +24,15 @@ def seed_runs(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("seed")
     get_registry.cache_clear()
-    runner = CliRunner()
-    with runner.isolated_filesystem(temp_dir=folder) as cwd:
-        store = Path(cwd) / "mlruns"
+    runner, before = CliRunner(), os.getcwd()
+    os.chdir(folder)  # ./mlruns is the store, as for a user in this folder
+    try:
         for args in (["--plugin", "scratch", "--plugin", "autograd"], ["--plugin", "nn-module", "--steps", "1500"]):
             result = runner.invoke(cli, ["run", *args, "-q"], prog_name="mlp-lab", env={"MLFLOW_TRACKING_URI": None})
             assert result.exit_code == 0, result.output
-        runs = runs_in(store)
+    finally:
+        os.chdir(before)
+    runs = runs_in(folder / "mlruns")
     return {r.data.params["plugin"]: r.data.metrics for r in runs if "plugin" in r.data.params}
 
 
