@@ -106,9 +106,10 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
             raise UsageError(f"-p expects NAME=VALUE, got {pair!r}")
-        key = name.strip().replace("-", "_")
-        if key in out:
-            raise UsageError(f"-p {key} is given twice ({out[key]!r} and {value.strip()!r}); give it once")
+        key = name.strip()  # as typed: an option may be named with '-' (check_overrides reads batch-size as batch_size)
+        same = next((k for k in out if k.replace("-", "_") == key.replace("-", "_")), None)
+        if same is not None:
+            raise UsageError(f"-p {key} is given twice ({out[same]!r} and {value.strip()!r}); give it once")
         out[key] = value.strip()
     return out
 
@@ -185,9 +186,10 @@ def _overrides(kw: dict[str, Any]) -> dict[str, Any]:
 def overrides_of(pairs: tuple[str, ...], flags: dict[str, Any]) -> dict[str, Any]:
     """The ``-p`` pairs and the hyperparameters given as their own flags, as one dict; a name set both ways is an error."""
     params = parse_params(pairs)
-    for key in (k for k in params if k in flags):  # the first clash as typed
-        flag = "--" + key.replace("_", "-")
-        raise UsageError(f"-p {key}={params[key]} and {flag} {flags[key]} both set {key}; use {flag} alone")
+    for key in (k for k in params if k.replace("-", "_") in flags):  # the first clash as typed
+        name = key.replace("-", "_")
+        flag = "--" + name.replace("_", "-")
+        raise UsageError(f"-p {key}={params[key]} and {flag} {flags[name]} both set {name}; use {flag} alone")
     return {**params, **flags}
 
 
@@ -227,8 +229,7 @@ def gradcheck(plugin: str, samples: int, seed: int, entries: int, params: tuple[
     from mlp_lab.registry import check_overrides, get_registry
 
     impl = get_registry().get(plugin)
-    overrides = overrides_of(params, {"hidden": hidden} if hidden is not None else {})
-    check_overrides([impl], overrides)
+    overrides = check_overrides([impl], overrides_of(params, {"hidden": hidden} if hidden is not None else {}))
     parse_seeds(seed, None, None)  # the same seed range as run's
     sys.exit(check.run(impl, impl.hyperparams(overrides), samples=samples, seed=seed, entries=entries))
 

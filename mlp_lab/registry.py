@@ -32,7 +32,7 @@ from mlp_lab.options import RUN_PARAMS, SHARED, Hyperparams, Option, resolve
 GROUP = "mlp_lab"
 BUILTIN_DISTRIBUTION = "mlp-lab"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
-OPTION_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")  # set as -p NAME=VALUE (which reads - as _), logged as an MLflow param
+OPTION_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")  # set as -p NAME=VALUE, logged as an MLflow param
 
 
 class Register(Protocol):
@@ -253,7 +253,7 @@ class Registration:
                 raise PluginError(f"implementation '{name}': options must be mlp_lab.Option, got {o!r}")
             if not isinstance(o.name, str) or not OPTION_RE.match(o.name) or o.name.startswith("__"):
                 raise PluginError(
-                    f"implementation '{name}': invalid option name {o.name!r} (a letter or _ first, then letters, digits, _ .)"
+                    f"implementation '{name}': invalid option name {o.name!r} (a letter or _ first, then letters, digits, _ . -)"
                 )
             if not isinstance(o.type, type):
                 raise PluginError(f"implementation '{name}': option '{o.name}' needs a type such as float, got {o.type!r}")
@@ -329,11 +329,17 @@ def get_registry() -> Registry:
     return load()
 
 
-def check_overrides(impls: list[Implementation], overrides: dict[str, Any]) -> None:
-    """Every override must be a hyperparameter of at least one of ``impls``, with a valid value for each."""
-    for key in overrides:
-        if not any(key in impl.all_options() for impl in impls):
-            known = sorted({o for impl in impls for o in impl.all_options()})
-            raise UsageError(f"unknown parameter '{key}' for {', '.join(i.name for i in impls)}; known: {', '.join(known)}")
+def check_overrides(impls: list[Implementation], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` by option name: each must name a hyperparameter of at least one of ``impls`` (as typed, else
+    with ``-`` read as ``_``: ``batch-size``), with a valid value for each."""
+    known = {o for impl in impls for o in impl.all_options()}
+    named = {}
+    for key, value in overrides.items():
+        name = key if key in known else key.replace("-", "_")
+        if name not in known:
+            names = ", ".join(i.name for i in impls)
+            raise UsageError(f"unknown parameter '{key}' for {names}; known: {', '.join(sorted(known))}")
+        named[name] = value
     for impl in impls:
-        impl.hyperparams(overrides)
+        impl.hyperparams(named)
+    return named

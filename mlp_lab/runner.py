@@ -68,7 +68,7 @@ def run_command(
     # the tracking process imports MLflow while this one checks the input, imports torch and loads data
     with tracking_process.started() as process:
         impls = select(plugins)
-        check_overrides(impls, overrides)
+        overrides = check_overrides(impls, overrides)
         size = data_size(tiny, full)
         if data_dir is not None and size != "full":
             raise UsageError("--data-dir is read with --full only (the default and --tiny sets are embedded in mlp-lab)")

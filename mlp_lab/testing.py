@@ -64,16 +64,15 @@ def implementation(name: str) -> Implementation:
 
 def _spec(name: str, steps: int, seed: int = SEED, overrides: dict[str, Any] | None = None) -> RunSpec:
     from mlp_lab.errors import PluginError, UsageError
+    from mlp_lab.registry import check_overrides
     from mlp_lab.runs import RunSpec
 
     impl = implementation(name)
-    unknown = sorted(set(overrides or {}) - set(impl.all_options()))
-    if unknown:  # as -p refuses them: a misspelt override would check the defaults instead
-        raise _fail(name, f"unknown parameter(s) in overrides: {', '.join(unknown)}; known: {', '.join(impl.all_options())}")
     try:
-        hp = impl.hyperparams({**(overrides or {}), "steps": steps, "eval_every": steps})
+        overrides = check_overrides([impl], overrides or {})  # as -p: a misspelt name would check the defaults instead
+        hp = impl.hyperparams({**overrides, "steps": steps, "eval_every": steps})
         if hp.batch_size is not None and hp.batch_size > len(_tiny().train):
-            hp = impl.hyperparams({**(overrides or {}), "steps": steps, "eval_every": steps, "batch_size": None})
+            hp = impl.hyperparams({**overrides, "steps": steps, "eval_every": steps, "batch_size": None})
         return RunSpec(impl, impl.model_class(), hp, seed)
     except (PluginError, UsageError) as exc:
         raise ConformanceError(str(exc)) from None

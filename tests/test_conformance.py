@@ -146,7 +146,7 @@ def test_a_conforming_third_party_model_passes_with_its_gradients_checked(bad_mo
         (testing.check_gradients, "wrong-gradient", {}, "hand-written gradients differ from autograd's: w"),
         (testing.check_learns, "exits", {"steps": 5}, "training failed: SystemExit: 3"),
         (testing.check_gradients, "broken-init", {}, "building the model or forward_backward failed: ValueError: no such layer"),
-        (testing.check_learns, "good", {"steps": 5, "overrides": {"hiden": 3}}, "unknown parameter(s) in overrides: hiden"),
+        (testing.check_learns, "good", {"steps": 5, "overrides": {"hiden": 3}}, "unknown parameter 'hiden' for good; known:"),
     ],
 )
 def test_each_check_catches_what_it_is_for(bad_models, check, name, kwargs, says):

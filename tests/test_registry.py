@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from mlp_lab.registry import get_registry
+from mlp_lab.registry import check_overrides, get_registry
 
 GOOD = """
 from mlp_lab import Option, hookimpl
@@ -119,7 +119,7 @@ def test_one_module_under_two_entry_points_is_reported_once(plugin_dist):
     assert [(b.plugin, b.error) for b in registry.broken] == [("b", "its module twice_models is already loaded as plugin 'a'")]
 
 
-RULE = "(a letter or _ first, then letters, digits, _ .)"
+RULE = "(a letter or _ first, then letters, digits, _ . -)"
 
 
 def test_bad_registrations_are_rejected_with_the_reason(plugin_dist):
@@ -137,7 +137,7 @@ def test_bad_registrations_are_rejected_with_the_reason(plugin_dist):
         register("digit-option", "Starts with a digit.", model, options=(Option("2nd", int, 5),))
         register("dup-name", "First.", model)
         register("dup-name", "Second, from the same plugin.", model)
-        register("dash-option", "-p would read it as drop_rate.", model, options=(Option("drop-rate", float, 0.1),))
+        register("dash-option", "-p drop-rate=... sets it.", model, options=(Option("drop-rate", float, 0.1),))
         register("type-text", "Its option's type is a string.", model, options=(Option("alpha", "float", 0.1),))
         register("fine", "Registered beside the bad ones; it counts.", model, options=(Option("gamma", float, 0.1, max=0.2),),
                  defaults={"gamma": 0.15})
@@ -158,7 +158,6 @@ def test_bad_registrations_are_rejected_with_the_reason(plugin_dist):
         "dunder-option": "implementation 'dunder-option': invalid option name '__x' " + RULE,
         "digit-option": "implementation 'digit-option': invalid option name '2nd' " + RULE,
         "dup-name": "registers 'dup-name' twice",
-        "dash-option": "implementation 'dash-option': invalid option name 'drop-rate' " + RULE,
         "type-text": "implementation 'type-text': option 'alpha' needs a type such as float, got 'float'",
         "all": "the implementation name 'all' is taken by --plugin all, which runs every implementation",
         "two-lines": "implementation 'two-lines' needs a one-line description, got 'Line one.\\nLine two.'",
@@ -168,6 +167,9 @@ def test_bad_registrations_are_rejected_with_the_reason(plugin_dist):
         "own-default": "own-default: gamma must be <= 0.2, got 0.3",
     }
     assert registry.implementations["dup-name"].description == "First."
+    dashed = [registry.implementations["dash-option"]]  # -p takes its name as typed, and reads batch-size as batch_size
+    assert check_overrides(dashed, {"drop-rate": "0.3", "batch-size": "5"}) == {"drop-rate": "0.3", "batch_size": "5"}
+    assert dashed[0].hyperparams({"drop-rate": "0.3"}).values["drop-rate"] == 0.3
     fine = registry.implementations["fine"]
     assert fine.all_options()["gamma"].default == 0.15 and fine.hyperparams({}).gamma == 0.15  # listed as it runs
     from mlp_lab.listing import plugin_listing
