@@ -25,12 +25,12 @@ def plugin_listing() -> dict[str, Any]:
                 "location": impl.location,
                 "model": impl.model if isinstance(impl.model, str) else f"{impl.model.__module__}:{impl.model.__qualname__}",
                 "hand_written_gradients": None if isinstance(impl.model, str) else impl.model.has_hand_written_gradients(),
-                "defaults": {name: opt.default for name, opt in impl.all_options().items()},
+                "defaults": {name: impl.default(name) for name in impl.all_options()},
                 "options": [
                     {
                         "name": o.name,
                         "type": o.type.__name__,
-                        "default": impl.all_options()[o.name].default,  # the implementation's, as its runs use
+                        "default": impl.default(o.name),  # the implementation's, as its runs use
                         "help": o.help,
                         **{k: getattr(o, k) for k in ("min", "max", "above", "below", "choices") if getattr(o, k) is not None},
                     }

@@ -67,8 +67,15 @@ class Implementation:
         return self.distribution == BUILTIN_DISTRIBUTION
 
     def all_options(self) -> dict[str, Option]:
-        """The shared hyperparameters, then its own options, each with this implementation's default."""
-        return {o.name: replace(o, default=self.defaults.get(o.name, o.default)) for o in (*SHARED, *self.options)}
+        """The shared hyperparameters with this implementation's defaults, then its own options as declared."""
+        return {
+            **{o.name: replace(o, default=self.defaults.get(o.name, o.default)) for o in SHARED},
+            **{o.name: o for o in self.options},
+        }
+
+    def default(self, name: str) -> Any:
+        """What a run of this implementation takes for hyperparameter ``name`` unless told otherwise."""
+        return self.defaults.get(name, self.all_options()[name].default)
 
     def hyperparams(self, overrides: dict[str, Any]) -> Hyperparams:
         """The run's hyperparameters: defaults overridden by ``overrides`` (unknown keys ignored)."""
@@ -255,7 +262,7 @@ class Registration:
                 raise PluginError(
                     f"implementation '{name}': invalid option name {o.name!r} (a letter or _ first, then letters, digits, _ . -)"
                 )
-            if not isinstance(o.type, type):
+            if not callable(o.type) or not isinstance(getattr(o.type, "__name__", None), str):  # listed by its name
                 raise PluginError(f"implementation '{name}': option '{o.name}' needs a type such as float, got {o.type!r}")
             if o.name in Hyperparams.RESERVED:
                 raise PluginError(f"implementation '{name}': option '{o.name}' would hide hp.{o.name} of mlp_lab.Hyperparams")
@@ -279,12 +286,15 @@ class Registration:
 
 
 def _check_default(option: Option, value: Any, owner: str) -> None:
-    """A default must pass its option's checks as given: 2.7 for an int would be run as 2."""
-    parsed = option.parse(value, owner)
-    if parsed != value and not (parsed is None and option.unset):
+    """A default must pass its option's checks, and a number must not lose part of itself (2.7 for an int runs as 2)."""
+    try:
+        parsed = option.parse(value)
+    except UsageError as exc:
+        raise PluginError(f"implementation '{owner}': default {option.name}={value!r}: {exc}") from None
+    numbers = (int, float)
+    if isinstance(value, numbers) and isinstance(parsed, numbers) and not isinstance(value, bool) and parsed != value:
         raise PluginError(
-            f"implementation '{owner}': the default {option.name}={value!r} is not of its type, {option.type.__name__}"
-            f" (it would run as {parsed!r})"
+            f"implementation '{owner}': default {option.name}={value!r} would run as {parsed!r} ({option.type.__name__})"
         )
 
 

@@ -124,7 +124,13 @@ RULE = "(a letter or _ first, then letters, digits, _ . -)"
 
 def test_bad_registrations_are_rejected_with_the_reason(plugin_dist):
     code = """
+    import enum
+    import pathlib
+
     from mlp_lab import Option, hookimpl
+
+    class Act(enum.Enum):
+        RELU = "relu"
 
     @hookimpl
     def register_implementations(register):
@@ -145,6 +151,9 @@ def test_bad_registrations_are_rejected_with_the_reason(plugin_dist):
         register("two-lines", "Line one.\\nLine two.", model)
         register("int-default", "2.7 would run as 2.", model, options=(Option("n", int, 2.7),))
         register("hidden-default", "100.7 would run as 100.", model, defaults={"hidden": 100.7})
+        register("converted", "Defaults its types convert, as they did before.", model,
+                 options=(Option("out", pathlib.Path, "out"), Option("on", bool, "yes"), Option("act", Act, "relu"),
+                          Option("clip", float, None)), defaults={"clip": 1.0})
         register("own-default", "Over its option's max.", model, options=(Option("gamma", float, 0.1, max=0.2),),
                  defaults={"gamma": 0.3})
     """
@@ -161,17 +170,18 @@ def test_bad_registrations_are_rejected_with_the_reason(plugin_dist):
         "type-text": "implementation 'type-text': option 'alpha' needs a type such as float, got 'float'",
         "all": "the implementation name 'all' is taken by --plugin all, which runs every implementation",
         "two-lines": "implementation 'two-lines' needs a one-line description, got 'Line one.\\nLine two.'",
-        "int-default": "implementation 'int-default': the default n=2.7 is not of its type, int (it would run as 2)",
-        "hidden-default": "implementation 'hidden-default': the default hidden=100.7 is not of its type, int"
-        " (it would run as 100)",
-        "own-default": "own-default: gamma must be <= 0.2, got 0.3",
+        "int-default": "implementation 'int-default': default n=2.7 would run as 2 (int)",
+        "hidden-default": "implementation 'hidden-default': default hidden=100.7 would run as 100 (int)",
+        "own-default": "implementation 'own-default': default gamma=0.3: gamma must be <= 0.2, got 0.3",
     }
     assert registry.implementations["dup-name"].description == "First."
     dashed = [registry.implementations["dash-option"]]  # -p takes its name as typed, and reads batch-size as batch_size
     assert check_overrides(dashed, {"drop-rate": "0.3", "batch-size": "5"}) == {"drop-rate": "0.3", "batch_size": "5"}
     assert dashed[0].hyperparams({"drop-rate": "0.3"}).values["drop-rate"] == 0.3
+    converted = registry.implementations["converted"]
+    assert converted.hyperparams({"clip": None}).clip is None and converted.hyperparams({}).clip == 1.0
     fine = registry.implementations["fine"]
-    assert fine.all_options()["gamma"].default == 0.15 and fine.hyperparams({}).gamma == 0.15  # listed as it runs
+    assert fine.default("gamma") == 0.15 and fine.hyperparams({}).gamma == 0.15  # listed as it runs
     from mlp_lab.listing import plugin_listing
 
     (listed,) = [i for i in plugin_listing()["implementations"] if i["name"] == "fine"]
