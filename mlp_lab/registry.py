@@ -75,7 +75,7 @@ class Implementation:
 
     def default(self, name: str) -> Any:
         """What a run of this implementation takes for hyperparameter ``name`` unless told otherwise."""
-        return self.defaults.get(name, self.all_options()[name].default)
+        return self.defaults[name] if name in self.defaults else self.all_options()[name].default
 
     def hyperparams(self, overrides: dict[str, Any]) -> Hyperparams:
         """The run's hyperparameters: defaults overridden by ``overrides`` (unknown keys ignored)."""
@@ -89,7 +89,7 @@ class Implementation:
             try:
                 model = getattr(importlib.import_module(module_name), attr)
             except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's
-                raise PluginError(f"{self.label}: cannot import model {self.model!r}: {type(exc).__name__}: {exc}") from exc
+                raise PluginError(f"{self.label}: cannot import model {self.model!r}: {described(exc)}") from exc
         missing = contract_gaps(model)
         if missing:
             raise PluginError(f"{self.label}: model {getattr(model, '__name__', model)!r} lacks {', '.join(missing)}")
@@ -131,7 +131,8 @@ class Registry:
         hint = f"; {len(self.broken)} plugin problem(s), see 'mlp-lab plugins'" if self.broken else ""
         only = os.environ.get("MLP_LAB_LOAD_PLUGINS")
         if only is not None:
-            hint += f"; MLP_LAB_LOAD_PLUGINS={only!r} loads " + ("only those entry points" if only.strip() else "none")
+            wanted = [n for n in only.split(",") if n.strip()]
+            hint += f"; MLP_LAB_LOAD_PLUGINS={only!r} loads " + ("only those entry points" if wanted else "none")
         raise UsageError(f"unknown plugin '{name}'; known: {known}{hint}")
 
     def names(self) -> list[str]:

@@ -23,9 +23,12 @@ def select(names: tuple[str, ...]) -> list[Implementation]:
         for impl in registry.implementations.values() if name == "all" else [registry.get(name)]:
             if impl not in chosen:
                 chosen.append(impl)
-    if "all" in names and registry.broken:  # what 'all' leaves out is said, not dropped in silence
-        left = ", ".join(dict.fromkeys(p.implementation or p.plugin for p in registry.broken))
-        print(f"Note: --plugin all leaves out what is broken: {left} (see 'mlp-lab plugins')", file=sys.stderr)
+    left = [p.implementation or p.plugin for p in registry.broken if p.implementation not in registry.implementations]
+    if "all" in names and left:  # what 'all' leaves out is said, not dropped in silence
+        print(
+            f"Note: --plugin all leaves out what is broken: {', '.join(dict.fromkeys(left))} (see 'mlp-lab plugins')",
+            file=sys.stderr,
+        )
     if not chosen:
         raise UsageError("no implementations to run (none registered; see 'mlp-lab plugins')")
     return chosen

@@ -218,8 +218,8 @@ class Tracker:
     def wait(self) -> Tracker:
         """Block until the store is open; :class:`StoreError` when it cannot be."""
         self._ready.wait()
-        if isinstance(self._error, StoreError):
-            raise self._error
+        if isinstance(self._error, StoreError) or not isinstance(self._error, (Exception, type(None))):
+            raise self._error  # already says which store; or Ctrl-C (SIGTERM) while it opened
         if self._error is not None:
             raise StoreError(f"cannot open the MLflow store {self.uri}: {first_line(self._error)}")
         return self
@@ -611,7 +611,7 @@ def _experiment_artifacts(uri: str, experiment: str) -> str | None:
     root = default_artifact_root(uri)
     if root is None:
         return None
-    folder = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip("._") or "experiment"
+    folder = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip("._")[:100] or "experiment"
     if folder != experiment:
         folder += "-" + hashlib.sha256(experiment.encode()).hexdigest()[:8]
     return f"{root}/{folder}"

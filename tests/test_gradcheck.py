@@ -52,6 +52,17 @@ def test_right_gradients_pass_at_any_scale_despite_float32_rounding(run_cli, ini
     assert "All 8 gradients match." in result.stdout
 
 
+def test_close_is_allclose_with_atol_scaled_to_the_largest_finite_entry():
+    ref = torch.tensor([1.0, 1e-3, -2e-4, 0.0])
+    assert gradcheck.close(ref + 5e-6, ref)  # float32 rounding of sums: within 1e-5 of the largest entry
+    assert not gradcheck.close(ref * 1.001, ref)  # 0.1% off
+    assert not gradcheck.close(torch.tensor([1.0, 2e-3, -2e-4, 0.0]), ref)  # one small entry twice what it should be
+    assert not gradcheck.close(torch.tensor([1.0, 1e-3, 2e-4, 0.0]), ref)  # a sign flipped on a small entry
+    assert not gradcheck.close(torch.tensor([float("inf"), 1000.0]), torch.tensor([float("inf"), 1.0]))  # inf sets no scale
+    assert gradcheck.close(torch.zeros(3), torch.zeros(3)) and gradcheck.close(torch.zeros(0), torch.zeros(0))
+    assert not gradcheck.close(torch.full((3,), 1e-7), torch.zeros(3))  # against zero: allclose's own atol, 1e-8
+
+
 def test_a_planted_wrong_gradient_exits_1_naming_it(run_cli, plugin_dist):
     plugin_dist("wrong-plugin", "wrong_mod", WRONG)
     result = run_cli("gradcheck", "--plugin", "wrong-b1")
@@ -59,7 +70,6 @@ def test_a_planted_wrong_gradient_exits_1_naming_it(run_cli, plugin_dist):
     rows = table_rows(result.stdout)
     assert rows["b1"][1] == "False" and rows["w1"][1] == "True"
     assert result.stderr.strip() == "Gradient mismatch in: b1"
-    assert not gradcheck.close(torch.ones(50) * 1.001, torch.ones(50))  # 0.1% off is still wrong
 
 
 def test_autograd_plugins_are_checked_against_finite_differences(run_cli):

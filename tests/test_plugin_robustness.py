@@ -77,6 +77,7 @@ class NoLoss(Linear):
 @hookimpl
 def register_implementations(register):
     register("lazy-gap", "Registered by path; the class lacks loss.", "lazy_mod:NoLoss")
+    register("import-raises", "Registered by path; its module raises a two-line error.", "raising_model:Model")
 """,
     ),
     "inf-loss": (
@@ -170,7 +171,8 @@ def register_implementations(register):
 @pytest.fixture
 def broken_world(plugin_dist):
     for dist, (module, code) in PLUGINS.items():
-        plugin_dist(dist, module, code)
+        site = plugin_dist(dist, module, code)
+    (site / "raising_model.py").write_text("raise RuntimeError('first line\\nsecond line')\n")  # lazy-gap's by-path sibling
 
 
 def test_every_problem_is_listed_with_its_plugin_and_distribution_and_json_stays_clean(broken_world, run_cli):
@@ -216,11 +218,25 @@ def test_a_rejected_implementation_is_a_one_line_error_naming_its_plugin(broken_
     assert unknown.exit_code == 2 and "5 plugin problem(s), see 'mlp-lab plugins'" in unknown.stderr
 
 
-def test_all_says_what_it_leaves_out_and_a_load_filter_is_named_when_nothing_matches(broken_world, run_cli, store):
-    env = {"MLP_LAB_LOAD_PLUGINS": "exits_mod,half_mod"}
+TWICE = """
+from mlp_lab import hookimpl
+
+@hookimpl
+def register_implementations(register):
+    register("twice", "Registered twice by one plugin.", Linear)
+    register("twice", "The second time.", Linear)
+"""
+
+
+def test_all_says_what_it_leaves_out_and_a_load_filter_is_named_when_nothing_matches(broken_world, run_cli, store, plugin_dist):
+    plugin_dist("twice-dist", "twice_mod", LINEAR + TWICE)  # 'twice' registered twice: the first counts and runs
+    env = {"MLP_LAB_LOAD_PLUGINS": "exits_mod,half_mod,twice_mod"}
     result = run_cli("run", "--plugin", "all", "--tiny", "--steps", "2", "-q", env=env)
     assert result.exit_code == 0, result.output
-    assert [r.data.params["plugin"] for r in runs_in(store)] == ["linear-ok"]
+    assert sorted(r.data.params["plugin"] for r in runs_in(store) if r.data.tags["mlp_lab.kind"] == "run") == [
+        "linear-ok",
+        "twice",
+    ]
     assert "Note: --plugin all leaves out what is broken: exits_mod, no-predict (see 'mlp-lab plugins')" in result.stderr
     get_registry.cache_clear()  # loaded once per process: as a new mlp-lab process would
     typo = run_cli("run", "--plugin", "scratch", "--tiny", env={"MLP_LAB_LOAD_PLUGINS": "sed"})
@@ -232,7 +248,8 @@ def test_all_says_what_it_leaves_out_and_a_load_filter_is_named_when_nothing_mat
 
 def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_world, run_cli, store):
     result = run_cli(
-        "run", *("--plugin", "scratch", "--plugin", "lazy-gap", "--plugin", "inf-loss", "--plugin", "exits-in-step"),
+        "run", *("--plugin", "scratch", "--plugin", "lazy-gap", "--plugin", "import-raises", "--plugin", "inf-loss"),
+        *("--plugin", "exits-in-step"),
         *("--plugin", "three-scores", "--plugin", "float-loss", "--plugin", "list-params", "--plugin", "holds-a-lock"),
         *("--plugin", "nan-scores", "--plugin", "float-eval-loss", "--plugin", "two-lines", "--plugin", "keeps-its-graph"),
         *("--plugin", "clash-dist:scratch", "--tiny", "--steps", "5", "-q"),
@@ -242,6 +259,7 @@ def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_
     assert {name: r.info.status for name, r in runs.items()} == {
         "scratch": "FINISHED",
         "lazy-gap": "FAILED",
+        "import-raises": "FAILED",
         "inf-loss": "FAILED",
         "exits-in-step": "FAILED",  # sys.exit in a plugin ends its run, not the tool
         "three-scores": "FAILED",
@@ -258,6 +276,11 @@ def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_
     assert runs["clash-dist:scratch"].data.params["plugin_distribution"] == "clash-dist"
     gap = runs["lazy-gap"].data.tags["mlp_lab.error"]
     assert gap == "implementation 'lazy-gap' (plugin 'lazy_mod' from lazy-gap 0.1): model 'NoLoss' lacks loss"
+    assert (
+        runs["import-raises"]
+        .data.tags["mlp_lab.error"]
+        .endswith("cannot import model 'raising_model:Model': RuntimeError: first line")
+    )
     inf = runs["inf-loss"].data.tags["mlp_lab.error"]
     assert "(plugin 'inf_mod' from inf-loss 0.1) failed: NonFiniteLoss: the training loss became inf at step 2" in inf
     assert gap in result.stderr and inf in result.stderr
