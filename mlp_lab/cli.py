@@ -281,7 +281,7 @@ def compare(
     except comparing.NothingToCompare as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(result.render(fmt), nl=False)
-    if figure is not None and not any(row.finished for row in result.rows):  # the curves are the finished runs'
+    if figure is not None and not result.has_curves:
         raise click.ClickException(f"--figure {figure}: none of these runs finished, so there is no curve to draw; not written")
     if figure is not None:
         try:

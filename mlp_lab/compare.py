@@ -29,7 +29,7 @@ from mlflow.exceptions import MlflowException
 
 from mlp_lab.errors import UsageError, first_line
 from mlp_lab.options import read_back
-from mlp_lab.tracking import DEFAULT_DIR, StoreError, check_reachable, quiet_mlflow_logs, sqlite_path
+from mlp_lab.tracking import DEFAULT_DIR, StoreError, check_reachable, deleted_experiment, quiet_mlflow_logs, sqlite_path
 
 PAGE = 1000  # runs per search page; every page is read, so there is no cap on the number of runs
 KIND = "mlp_lab.kind"
@@ -132,6 +132,11 @@ class Comparison:
     rows: list[Row]
     columns: list[str]
     group: Record | None = None
+
+    @property
+    def has_curves(self) -> bool:
+        """Whether the overlay figure has a line to draw: the curves are the finished runs'."""
+        return any(row.finished for row in self.rows)
 
     # -- output --------------------------------------------------------------------------------
     def headings(self) -> list[str]:
@@ -353,7 +358,7 @@ def experiments(client: MlflowClient, names: Iterable[str] = ()) -> dict[str, st
     for name in names:
         exp = _mlflow_call(client.get_experiment_by_name, name)
         if exp is not None and exp.lifecycle_stage == "deleted":
-            raise UsageError(f"experiment {name!r} is deleted in {client.tracking_uri}; restore it to compare its runs")
+            raise deleted_experiment(exp, client.tracking_uri)
         if exp is None or exp.lifecycle_stage != "active":
             raise UsageError(f"no experiment named {name!r} in {client.tracking_uri}")
         out[exp.experiment_id] = exp.name
@@ -535,7 +540,7 @@ def report_group(tracker: Any, parent_id: str, out: Any = None, width: int | Non
     print(comparison.render("table", width), end="", file=out)
     client.log_text(parent_id, comparison.to_markdown(), "comparison.md")
     client.log_text(parent_id, comparison.to_csv(), "comparison.csv")
-    if any(row.finished for row in comparison.rows):
+    if comparison.has_curves:
         client.log_figure(parent_id, figure(client, comparison), "comparison.png")
         print(f"Comparison figure: {artifact_path(parent.info.artifact_uri, 'comparison.png')}", file=out)
     return comparison

@@ -117,6 +117,7 @@ def _predictions_ok(spec: RunSpec, model: Any) -> None:
     from mlp_lab.data import Batch
     from mlp_lab.errors import PluginError
     from mlp_lab.model import checked_parameters
+    from mlp_lab.training import kind_of
 
     name = spec.impl.name
     try:
@@ -130,8 +131,7 @@ def _predictions_ok(spec: RunSpec, model: Any) -> None:
         scores = model.predict(test.x)
         loss = model.loss(Batch(test.x, test.y, test.onehot))
     if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (len(test), 10):
-        got = f"shape {tuple(scores.shape)}" if isinstance(scores, torch.Tensor) else type(scores).__name__
-        raise _fail(name, f"predict(x) must return a tensor of scores of shape ({len(test)}, 10), got {got}")
+        raise _fail(name, f"predict(x) must return a tensor of scores of shape ({len(test)}, 10), got {kind_of(scores)}")
     if not scores.is_floating_point() or not torch.isfinite(scores).all():
         raise _fail(name, "predict(x) must return finite floating-point scores")
     digits = scores.argmax(1)

@@ -136,6 +136,14 @@ class StoreError(UsageError):
     """The MLflow store cannot be opened (bad URI, unreachable server, unwritable folder)."""
 
 
+def deleted_experiment(experiment: Any, uri: str) -> StoreError:
+    """The error for an experiment deleted in the store (MLflow keeps it, and its name, until it is purged)."""
+    return StoreError(
+        f"experiment '{experiment.name}' is deleted in {uri}: restore it (mlflow experiments restore"
+        f" -x {experiment.experiment_id}, with MLFLOW_TRACKING_URI set to it) or use another experiment name"
+    )
+
+
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """For a tracking server (http, https): :class:`StoreError` at once when nothing answers there.
 
@@ -196,11 +204,7 @@ class Tracker:
                 client = MlflowClient(self.uri)
                 found = client.get_experiment_by_name(self.experiment)
                 if found is not None and found.lifecycle_stage == "deleted":
-                    raise StoreError(
-                        f"experiment '{self.experiment}' is deleted in {self.uri}: restore it"
-                        f" (mlflow experiments restore -x {found.experiment_id}, with MLFLOW_TRACKING_URI set to it)"
-                        " or choose another --experiment"
-                    )
+                    raise deleted_experiment(found, self.uri)
                 if found is None:
                     artifacts = _experiment_artifacts(self.uri, self.experiment)
                     found = client.get_experiment(client.create_experiment(self.experiment, artifact_location=artifacts))

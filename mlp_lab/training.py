@@ -34,7 +34,8 @@ class BadLoss(RuntimeError):
     """``train_step`` or ``loss`` returned something other than the loss as a one-element tensor."""
 
 
-def _kind(value: object) -> str:
+def kind_of(value: object) -> str:
+    """``shape (3,)`` for a tensor, else the value's type name: what a plugin returned, for an error."""
     return f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
 
 
@@ -64,11 +65,13 @@ def evaluate(model: Model, batch: Batch) -> tuple[float, float]:
         part = Batch(batch.x[s : s + EVAL_CHUNK], batch.y[s : s + EVAL_CHUNK], batch.onehot[s : s + EVAL_CHUNK])
         loss = model.loss(part)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            raise BadLoss(f"loss must return the loss as a one-element tensor (0-dim), got {_kind(loss)}")
+            raise BadLoss(f"loss must return the loss as a one-element tensor (0-dim), got {kind_of(loss)}")
         total_loss += loss.float().item() * len(part)
         scores, n_part = model.predict(part.x), len(part)
         if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (n_part, Model.n_out):
-            raise BadScores(f"predict returned {_kind(scores)} for {n_part} inputs; expected a ({n_part}, {Model.n_out}) tensor")
+            raise BadScores(
+                f"predict returned {kind_of(scores)} for {n_part} inputs; expected a ({n_part}, {Model.n_out}) tensor"
+            )
         if scores.isnan().any():  # argmax would read NaN as the largest score: an accuracy, and a model, of nothing
             raise BadScores(f"predict returned NaN scores for {int(scores.isnan().any(1).sum())} of {n_part} inputs")
         correct += (scores.argmax(1) == part.y).sum().item()
@@ -146,7 +149,9 @@ def train(
                 buffer[step - fetched] = loss.detach()
             except Exception:
                 if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-                    raise BadLoss(f"train_step must return the loss as a one-element tensor (0-dim), got {_kind(loss)}") from None
+                    raise BadLoss(
+                        f"train_step must return the loss as a one-element tensor (0-dim), got {kind_of(loss)}"
+                    ) from None
                 raise
             if step + 1 - fetched == len(buffer) or step + 1 == steps:
                 hand_over(step + 1)
