@@ -393,7 +393,7 @@ def record(run: Run, experiment: str) -> Record:
         run.info.experiment_id,
         experiment,
         run.info.status,
-        {name: read_back(name, text) for name, text in run.data.params.items()},  # older runs' "None" batch size: "full"
+        read_back(run.data.params) if KIND in run.data.tags else dict(run.data.params),  # older mlp-lab runs' "None"
         dict(run.data.metrics),
         run.info.start_time or 0,
     )

@@ -118,6 +118,11 @@ class Hyperparams:
         return dict(self.values)
 
 
+def default_eval_every(steps: int) -> int:
+    """Steps between evaluations when neither the user nor the implementation says: a hundredth of the run."""
+    return max(1, steps // 100)
+
+
 def as_logged(options: dict[str, Option], hp: Hyperparams) -> dict[str, Any]:
     """The values as a run logs them: an unset option that has a word for it (``batch_size``: "full") as
     that word, which ``-p`` reads back, rather than None, which MLflow would keep as the text "None"."""
@@ -127,10 +132,16 @@ def as_logged(options: dict[str, Option], hp: Hyperparams) -> dict[str, Any]:
     }
 
 
-def read_back(name: str, text: str) -> str:
-    """A shared parameter as logged before :func:`as_logged` ("None") in today's words ("full")."""
-    unset = next((o.unset for o in SHARED if o.name == name), None)
-    return unset if unset and text == "None" else text
+def read_back(params: dict[str, str]) -> dict[str, str]:
+    """An mlp-lab run's params as today's runs log them: older ones logged an unset batch size as "None"
+    (now "full") and, before that, the default evaluation interval as "None" (it was steps // 100)."""
+    out = dict(params)
+    for option in SHARED:
+        if option.unset and out.get(option.name) == "None":
+            out[option.name] = option.unset
+    if out.get("eval_every") == "None" and out.get("steps", "").isdigit():
+        out["eval_every"] = str(default_eval_every(int(out["steps"])))
+    return out
 
 
 def resolve(options: dict[str, Option], defaults: dict[str, Any], overrides: dict[str, Any], owner: str) -> Hyperparams:

@@ -16,7 +16,7 @@ import torch
 from mlp_lab import devices
 from mlp_lab.data import Batch, Dataset
 from mlp_lab.model import Model
-from mlp_lab.options import Hyperparams
+from mlp_lab.options import Hyperparams, default_eval_every
 from mlp_lab.summary import Evaluation, Summary
 
 EVAL_CHUNK = 10000
@@ -41,7 +41,7 @@ def kind_of(value: object) -> str:
 
 def eval_interval(hp: Hyperparams) -> int:
     """Steps between evaluations: ``eval_every``, else a hundredth of the run."""
-    return hp.eval_every or max(1, hp.steps // 100)
+    return hp.eval_every or default_eval_every(hp.steps)
 
 
 def batches(train: Batch, batch_size: int | None, generator: torch.Generator) -> Iterator[Batch]:

@@ -243,15 +243,16 @@ def test_full_batch_can_be_asked_for_by_name(run_cli, store):
 
 
 def test_runs_that_logged_full_batch_as_none_compare_with_todays(run_cli, store):
-    """Runs made before "full" was logged hold the text "None": compare groups them with today's, shown "full"."""
+    """Runs made before "full" was logged hold the text "None" (and, older still, eval_every "None" for
+    steps // 100): compare groups them with today's, shown as today's are."""
     import json
 
-    made = run_cli("run", "--plugin", "dropout", "--batch-size", "full", "--tiny", "--steps", "3", "--seed", "1", "-q")
+    made = run_cli("run", "--plugin", "relu", "--tiny", "--steps", "3", "--seed", "1", "-q")  # full batch, steps // 100
     assert made.exit_code == 0, made.output
     (new,) = runs_in(store)
     client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
-    old = client.create_run(new.info.experiment_id, tags={"mlp_lab.kind": "run"}, run_name="dropout-s2")
-    for key, value in {**new.data.params, "seed": "2", "batch_size": "None"}.items():
+    old = client.create_run(new.info.experiment_id, tags={"mlp_lab.kind": "run"}, run_name="relu-s2")
+    for key, value in {**new.data.params, "seed": "2", "batch_size": "None", "eval_every": "None"}.items():
         client.log_param(old.info.run_id, key, value)
     for key, value in new.data.metrics.items():
         client.log_metric(old.info.run_id, key, value)
