@@ -15,7 +15,7 @@ from benchmarks.cases import CASES, Lab, Row, Settings, end_to_end_case, startup
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="short version (1000-step loops, 2 repeats) for CI")
+    parser.add_argument("--quick", action="store_true", help="short version (short loops, 2 repeats) for CI")
     parser.add_argument("--only", default=",".join(CASES), help=f"comma-separated cases among {', '.join(CASES)}")
     parser.add_argument("--repeat", type=int, help="repeats per side (default 3, --quick 2); the best is kept")
     parser.add_argument("--steps", type=int, help="steps of the tracking and end-to-end loops (default 10000, --quick 1000)")

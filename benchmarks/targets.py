@@ -206,7 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.targets", description=__doc__.split("\n\n")[0])
     parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated, of: {', '.join(TARGETS)}")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
-    parser.add_argument("--reuse", action="store_true", help="run nothing; check the matching runs already in the store")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="train no target: check the matching runs already in the store (the reference still runs; --no-reference)",
+    )
     parser.add_argument("--no-reference", action="store_true", help="skip the plain-PyTorch reference")
     parser.add_argument(
         "--data-dir", type=Path, default=Path(os.environ.get("MLP_LAB_DATA_DIR", REPO.parent / "shared" / "data" / "mnist"))

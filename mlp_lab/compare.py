@@ -132,6 +132,7 @@ class Comparison:
     rows: list[Row]
     columns: list[str]
     group: Record | None = None
+    all_params: bool = False  # the columns are every parameter, not only those that differ
 
     @property
     def has_curves(self) -> bool:
@@ -239,7 +240,8 @@ class Comparison:
             if chunks[-1] and Console(width=10_000).measure(part([0, *chunks[-1], i], None)).maximum > width:
                 chunks.append([])
             chunks[-1].append(i)
-        titles = ["Parameters that differ"] + [f"Parameters that differ ({n}/{len(chunks)})" for n in range(2, len(chunks) + 1)]
+        heading = "Parameters" if self.all_params else "Parameters that differ"
+        titles = [heading] + [f"{heading} ({n}/{len(chunks)})" for n in range(2, len(chunks) + 1)]
         if len(chunks) > 1:
             titles[0] += f" (1/{len(chunks)})"
         return [part(keep, self.title, STD_NOTE), *(part([0, *chunk], t) for chunk, t in zip(chunks, titles, strict=True))]
@@ -291,7 +293,7 @@ def build(records: Sequence[Record], title: str, all_params: bool = False, group
         columns = ["seeds", *names]
     else:
         columns = [p for p in ["seeds", *names] if len({row.param(p) for row in ordered}) > 1]
-    return Comparison(title, ordered, columns, group)
+    return Comparison(title, ordered, columns, group, all_params)
 
 
 def _sort_key(row: Row) -> tuple:

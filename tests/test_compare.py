@@ -171,6 +171,8 @@ def test_many_differing_parameters_are_split_over_tables_without_folding_a_value
     scratch_cells = [cell for line in text.splitlines() if line.strip().startswith("scratch") for cell in line.split()[1:]]
     assert scratch_cells.count("0.001") == 13
     assert "Parameters that differ" not in comparison.render("table", width=400)  # one table when it fits
+    every = compare.build(comparison.rows[0].records + comparison.rows[1].records, "t", all_params=True)
+    assert "Parameters (1/" in every.render("table", width=100) and "differ" not in every.render("table", width=100)
 
 
 def test_large_spreads_print_in_plain_digits_and_unset_parameters_are_null_in_json():
