@@ -222,11 +222,12 @@ class Tracker:
     def wait(self) -> Tracker:
         """Block until the store is open; :class:`StoreError` when it cannot be."""
         self._ready.wait()
-        if isinstance(self._error, StoreError) or not isinstance(self._error, (Exception, type(None))):
-            raise self._error  # already says which store; or Ctrl-C (SIGTERM) while it opened
-        if self._error is not None:
-            raise StoreError(f"cannot open the MLflow store {self.uri}: {first_line(self._error)}")
-        return self
+        error = self._error
+        if error is None:
+            return self
+        if isinstance(error, StoreError) or not isinstance(error, Exception):
+            raise error  # it already says which store; or Ctrl-C (SIGTERM) while the store opened
+        raise StoreError(f"cannot open the MLflow store {self.uri}: {first_line(error)}")
 
     @property
     def failed(self) -> bool:
