@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import sys
 from typing import Any
 
-from mlp_lab.registry import get_registry
+from mlp_lab.registry import Implementation, get_registry
 
 BOUNDS = (("min", ">="), ("max", "<="), ("above", ">"), ("below", "<"))
 
@@ -24,7 +26,7 @@ def plugin_listing() -> dict[str, Any]:
                 "builtin": impl.builtin,
                 "location": impl.location,
                 "model": impl.model if isinstance(impl.model, str) else f"{impl.model.__module__}:{impl.model.__qualname__}",
-                "hand_written_gradients": None if isinstance(impl.model, str) else impl.model.has_hand_written_gradients(),
+                "hand_written_gradients": hand_written_gradients(impl),
                 "defaults": {name: impl.default(name) for name in impl.all_options()},
                 "options": [
                     {
@@ -42,6 +44,41 @@ def plugin_listing() -> dict[str, Any]:
         "broken": [vars(p) for p in registry.broken],
         "clashes": [vars(p) for p in registry.clashes],
     }
+
+
+def hand_written_gradients(impl: Implementation) -> bool | None:
+    """Whether the model overrides ``forward_backward``; None where that cannot be told without importing it.
+
+    A model registered by path is read, not imported (importing it would import torch): its class
+    overrides ``forward_backward`` if it or a base class defined beside it does; it does not if
+    its bases lead to ``Model`` with none of them defining it.
+    """
+    if not isinstance(impl.model, str):
+        return impl.model.has_hand_written_gradients()
+    module_name, _, name = impl.model.partition(":")
+    try:
+        spec = importlib.util.find_spec(module_name)
+        with open(spec.origin, encoding="utf-8") as f:  # type: ignore[union-attr, arg-type]
+            tree = ast.parse(f.read())
+    except Exception:  # noqa: BLE001 - unreadable here: running it will say why
+        return None
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+
+    def overrides(class_name: str, seen: frozenset[str]) -> bool | None:
+        node = classes.get(class_name)
+        if node is None or class_name in seen:
+            return None
+        if any(isinstance(item, ast.FunctionDef) and item.name == "forward_backward" for item in node.body):
+            return True
+        answers = []
+        for base in node.bases:
+            base_name = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", None)
+            answers.append(False if base_name == "Model" else overrides(base_name, seen | {class_name}))
+        if True in answers:
+            return True
+        return False if answers and all(a is False for a in answers) else None
+
+    return overrides(name, frozenset())
 
 
 def _kind(option: dict[str, Any]) -> str:

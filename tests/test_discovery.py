@@ -76,6 +76,7 @@ def test_scaffolded_wheel_in_a_fresh_venv_is_found_runs_compares_and_conforms(tm
     assert relu["location"].startswith(str(tmp_path / "venv")), relu["location"]  # the wheel's copy, in the fresh venv
     assert impls["scratch"]["location"].startswith(str(tmp_path / "venv"))  # mlp-lab's own wheel too
     assert [o["name"] for o in relu["options"]] == ["momentum"]
+    assert (relu["hand_written_gradients"], impls["scratch"]["hand_written_gradients"]) == (False, True)  # read, not imported
 
     alone = run("run", "--plugin", "relu-mlp", "--tiny", "--steps", "30", "--quiet")
     assert alone.returncode == 0, alone.stderr

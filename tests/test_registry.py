@@ -36,6 +36,26 @@ def test_builtins_come_from_the_mlp_lab_distribution_entry_points():
     assert registry.broken == []
 
 
+def test_the_listing_tells_hand_written_gradients_without_importing_the_model(tmp_path, monkeypatch):
+    """Read from the source, the answer agrees with the imported class's; unknowable is None, not a guess."""
+    from mlp_lab.listing import hand_written_gradients
+    from mlp_lab.registry import Implementation
+
+    for impl in get_registry().implementations.values():
+        assert hand_written_gradients(impl) is impl.model_class().has_hand_written_gradients(), impl.name
+    (tmp_path / "elsewhere_models.py").write_text(
+        "from mlp_lab_plugins.scratch import Scratch\nclass Mine(Scratch):\n    pass\n"
+        "class Own(Mine):\n    def forward_backward(self, batch):\n        pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    scratch = get_registry().implementations["scratch"]
+    answers = {
+        name: hand_written_gradients(Implementation(**{**vars(scratch), "model": f"elsewhere_models:{name}"}))
+        for name in ("Mine", "Own", "Missing")
+    }
+    assert answers == {"Mine": None, "Own": True, "Missing": None}  # Mine's base lives in another module
+
+
 def test_broken_plugins_are_reported_and_everything_else_works(plugin_dist, run_cli, store):
     plugin_dist("good-plugin", "good_mod", GOOD)
     plugin_dist("import-broken", "import_broken_mod", BROKEN_IMPORT)
