@@ -35,6 +35,7 @@ PAGE = 1000  # runs per search page; every page is read, so there is no cap on t
 KIND = "mlp_lab.kind"
 PARENT = "mlflow.parentRunId"
 STD_NOTE = "mean ± sample standard deviation (n-1) across the runs of a row"
+RERUN_NOTE = "a seed run more than once counts once, by its latest finished run (+N reruns: the earlier ones)"
 BAND_NOTE = "line: mean across runs; band: min to max"
 
 
@@ -95,7 +96,17 @@ class Row:
 
     @property
     def finished(self) -> list[Record]:
-        return [r for r in self.records if r.status == "FINISHED"]
+        """The finished runs that count: one per seed, the latest (a seed run again replaces its earlier run)."""
+        latest: dict[str, Record] = {}
+        for r in sorted(self.records, key=lambda r: r.start_time):
+            if r.status == "FINISHED":
+                latest[r.seed] = r
+        return sorted(latest.values(), key=lambda r: r.start_time)
+
+    @property
+    def reruns(self) -> int:
+        """Finished runs left out because a later finished run has the same seed."""
+        return sum(r.status == "FINISHED" for r in self.records) - len(self.finished)
 
     @property
     def unfinished(self) -> dict[str, int]:
@@ -135,6 +146,11 @@ class Comparison:
     all_params: bool = False  # the columns are every parameter, not only those that differ
 
     @property
+    def note(self) -> str:
+        """What the numbers are; and, where some seed was run again, which of its runs counts."""
+        return STD_NOTE + (f"; {RERUN_NOTE}" if any(row.reruns for row in self.rows) else "")
+
+    @property
     def has_curves(self) -> bool:
         """Whether the overlay figure has a line to draw: the curves are the finished runs'."""
         return any(row.finished for row in self.rows)
@@ -144,7 +160,8 @@ class Comparison:
         return ["plugin", *self.columns, "runs", *(c.heading for c in METRICS[:3]), "steps", *(c.heading for c in METRICS[3:])]
 
     def cells(self, row: Row) -> list[str]:
-        others = ", ".join(f"+{n} {status}" for status, n in row.unfinished.items())
+        counts = {**row.unfinished, "reruns": row.reruns}
+        others = ", ".join(f"+{n} {status}" for status, n in counts.items() if n)
         runs = f"{len(row.finished)}" + (f" ({others})" if others else "")
         metric = {c.key: _mean_std_text(*row.mean_std(c.key), c.spec) for c in METRICS}
         return [
@@ -162,6 +179,7 @@ class Comparison:
         for row in self.rows:
             item: dict[str, Any] = {"plugin": row.plugin, **{p: _unset_as_none(row.param(p)) for p in self.columns}}
             item |= {"runs": len(row.finished), **{f"runs_{status}": row.unfinished.get(status, 0) for status in UNFINISHED}}
+            item["runs_reruns"] = row.reruns
             item["seeds"] = ",".join(row.seeds)
             for c in METRICS:
                 mean, std = row.mean_std(c.key)
@@ -179,7 +197,7 @@ class Comparison:
         align = ["---" if h == "plugin" or h in self.columns else "---:" for h in heads]
         lines = ["| " + " | ".join(heads) + " |", "| " + " | ".join(align) + " |"]
         lines += ["| " + " | ".join(esc(c) for c in self.cells(row)) + " |" for row in self.rows]
-        return "\n".join(lines) + f"\n\n{self.title}; {STD_NOTE}.\n"
+        return "\n".join(lines) + f"\n\n{self.title}; {self.note}.\n"
 
     def to_csv(self) -> str:
         records = self.records()
@@ -195,6 +213,7 @@ class Comparison:
             "title": self.title,
             "group_run_id": self.group.run_id if self.group else None,
             "std": "sample standard deviation (n-1); null with fewer than 2 finished runs",
+            "reruns": RERUN_NOTE.replace("+N reruns", "runs_reruns"),
             "param_columns": self.columns,
             "rows": self.records(),
         }
@@ -227,7 +246,7 @@ class Comparison:
 
         heads = self.headings()
         cells = [self.cells(row) for row in self.rows]
-        whole = table(heads, cells, self.title, STD_NOTE)
+        whole = table(heads, cells, self.title, self.note)
         if not self.columns or Console(width=10_000).measure(whole).maximum <= width:
             return [whole]
 
@@ -244,7 +263,7 @@ class Comparison:
         titles = [heading] + [f"{heading} ({n}/{len(chunks)})" for n in range(2, len(chunks) + 1)]
         if len(chunks) > 1:
             titles[0] += f" (1/{len(chunks)})"
-        return [part(keep, self.title, STD_NOTE), *(part([0, *chunk], t) for chunk, t in zip(chunks, titles, strict=True))]
+        return [part(keep, self.title, self.note), *(part([0, *chunk], t) for chunk, t in zip(chunks, titles, strict=True))]
 
     def render(self, fmt: str, width: int | None = None) -> str:
         """The comparison as ``table`` (rich, for a terminal), ``markdown``, ``csv`` or ``json``."""

@@ -154,6 +154,21 @@ def test_runs_that_did_not_finish_are_counted_by_their_status():
     assert only_finished.cells(only_finished.rows[0])[1] == "1"
 
 
+def test_a_seed_run_again_counts_once_by_its_latest_finished_run():
+    def rec(run_id: str, seed: str, acc: float, start: int, status: str = "FINISHED") -> compare.Record:
+        return dataclasses.replace(_record(run_id, "scratch", {"seed": seed}, acc), start_time=start, status=status)
+
+    runs = [rec("old", "0", 0.5, 1), rec("new", "0", 0.9, 3), rec("one", "1", 0.7, 2), rec("broke", "1", 0.0, 4, "FAILED")]
+    comparison = compare.build(runs, "t")
+    (row,) = comparison.rows
+    assert [r.run_id for r in row.finished] == ["one", "new"] and row.mean_std("test_accuracy")[0] == pytest.approx(0.8)
+    assert comparison.cells(row)[1] == "2 (+1 failed, +1 reruns)"
+    (item,) = json.loads(comparison.to_json())["rows"]
+    assert (item["runs"], item["runs_reruns"], item["runs_failed"]) == (2, 1, 1)
+    assert "counts once, by its latest finished run" in comparison.to_markdown()
+    assert "counts once" not in compare.build(runs[1:], "t").to_markdown()  # said only where it happened
+
+
 def test_many_differing_parameters_are_split_over_tables_without_folding_a_value():
     many = {f"param_number_{k}": "0.001" for k in range(12)}
     comparison = compare.build(
