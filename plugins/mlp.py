@@ -32,6 +32,8 @@ class MLP(Model):
 
     def __init__(self, hp):
         super().__init__(hp)
+        if hp.norm == "batch" and hp.batch_size == 1:
+            raise ValueError("norm=batch needs batches of 2 or more images (batch statistics of one are undefined)")
         modules: list[nn.Module] = []
         if hp.input_dropout > 0:
             modules.append(nn.Dropout(hp.input_dropout))

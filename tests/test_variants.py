@@ -135,6 +135,14 @@ def test_every_option_of_every_rung_has_a_type_default_range_and_help():
             assert option.parse(option.default) == option.default
 
 
+def test_batch_norm_on_single_images_is_refused_by_name_before_training():
+    impl = get_registry().get("batch-norm")
+    with pytest.raises(ValueError, match="norm=batch needs batches of 2 or more images"):
+        impl.model_class()(impl.hyperparams({"batch_size": 1}))
+    impl.model_class()(impl.hyperparams({"batch_size": 2, "norm": "batch"}))
+    impl.model_class()(impl.hyperparams({"batch_size": 1, "norm": "layer"}))
+
+
 def test_listing_the_ladder_imports_no_torch():
     code = (
         "import sys, json; from mlp_lab.listing import plugin_listing;"
