@@ -201,6 +201,7 @@ class Tracker:
             quiet_mlflow_logs()
             mlflow.set_tracking_uri(self.uri)
             with _store_lock(self.uri):  # two mlp-lab processes must not both create the tables or the experiment
+                _create_sqlite_store(self.uri)
                 client = MlflowClient(self.uri)
                 found = client.get_experiment_by_name(self.experiment)
                 if found is not None and found.lifecycle_stage == "deleted":
@@ -605,6 +606,29 @@ def _store_lock(uri: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _create_sqlite_store(uri: str) -> None:
+    """Create a new local SQLite store whole or not at all (call it under :func:`_store_lock`).
+
+    MLflow creates a store's tables in some thirty migrations, each committed on its own: a process
+    killed among them (``kill -9``, a closed laptop) would leave a store that no later run can open
+    ("table ... already exists"). So the tables are made in a file beside it, which then takes the
+    store's name in one rename. A file left by a creation that was cut short is started over.
+    """
+    from mlflow import MlflowClient
+
+    database = sqlite_path(uri)
+    if database is None or database.exists():
+        return
+    partial = database.with_name(f".{database.name}.creating")
+    for leftover in (partial, partial.with_name(partial.name + "-journal")):
+        leftover.unlink(missing_ok=True)
+    client = MlflowClient(f"sqlite:///{partial}")  # creates the tables
+    engine = getattr(getattr(getattr(client, "_tracking_client", None), "store", None), "engine", None)
+    if engine is not None:
+        engine.dispose()  # MLflow keeps the store: let go of the file about to be renamed
+    os.replace(partial, database)
 
 
 def _experiment_artifacts(uri: str, experiment: str) -> str | None:
