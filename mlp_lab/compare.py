@@ -29,7 +29,14 @@ from mlflow.exceptions import MlflowException
 
 from mlp_lab.errors import UsageError, first_line
 from mlp_lab.options import read_back
-from mlp_lab.tracking import DEFAULT_DIR, StoreError, check_reachable, deleted_experiment, quiet_mlflow_logs, sqlite_path
+from mlp_lab.tracking import (
+    DEFAULT_DIR,
+    check_reachable,
+    deleted_experiment,
+    quiet_mlflow_logs,
+    sqlite_path,
+    store_error,
+)
 
 PAGE = 1000  # runs per search page; every page is read, so there is no cap on the number of runs
 KIND = "mlp_lab.kind"
@@ -346,7 +353,7 @@ def open_client(uri: str | None) -> MlflowClient:
         client = MlflowClient(resolved)
         client.search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds (bad scheme, refused connection, refused file store)
-        raise StoreError(f"cannot open the MLflow store {resolved}: {first_line(exc)}") from None
+        raise store_error(resolved, exc) from None
     return client
 
 

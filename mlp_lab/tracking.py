@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import re
 import threading
 import time
 import warnings
@@ -136,6 +137,16 @@ class StoreError(UsageError):
     """The MLflow store cannot be opened (bad URI, unreachable server, unwritable folder)."""
 
 
+def store_error(uri: str, exc: BaseException) -> StoreError:
+    """The one-line error for a store MLflow could not open; for a local store whose tables were only partly
+    made (its creation cut short, by an earlier mlp-lab or by anything else), what to do about it."""
+    reason = first_line(exc)
+    database = sqlite_path(uri)
+    if database is not None and re.search(r"table \S+ already exists|duplicate column name", reason):
+        reason += f" (its tables were only partly made: move {database} away and run again)"
+    return StoreError(f"cannot open the MLflow store {uri}: {reason}")
+
+
 def deleted_experiment(experiment: Any, uri: str) -> StoreError:
     """The error for an experiment deleted in the store (MLflow keeps it, and its name, until it is purged)."""
     return StoreError(
@@ -228,7 +239,7 @@ class Tracker:
             return self
         if isinstance(error, StoreError) or not isinstance(error, Exception):
             raise error  # it already says which store; or Ctrl-C (SIGTERM) while the store opened
-        raise StoreError(f"cannot open the MLflow store {self.uri}: {first_line(error)}")
+        raise store_error(self.uri, error)
 
     @property
     def failed(self) -> bool:
@@ -657,6 +668,7 @@ def quiet_mlflow_logs() -> None:
     import logging
 
     warnings.filterwarnings("ignore", message="The ``noload`` loader strategy is deprecated")
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"alembic\.")  # its advice on MLflow's migrations
 
     for name in ("mlflow.store.db.utils", "mlflow.pyfunc", "mlflow.models.model", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING if name != "mlflow.pyfunc" else logging.ERROR)

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import mlp_lab
 from mlp_lab.errors import TrackingError, first_line
-from mlp_lab.tracking import StoreError, check_store, prepare_for_runs, resolve_uri
+from mlp_lab.tracking import StoreError, check_store, prepare_for_runs, resolve_uri, store_error
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -328,7 +328,7 @@ class Service:
         except StoreError as exc:  # already says which store, and why
             self.open_error = exc
         except Exception as exc:  # noqa: BLE001 - whatever MLflow raised, reported by wait
-            self.open_error = StoreError(f"cannot open the MLflow store {uri}: {first_line(exc)}")
+            self.open_error = store_error(uri, exc)
 
     def wait(self) -> str:
         return self.opened().experiment_id

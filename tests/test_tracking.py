@@ -152,3 +152,31 @@ def test_a_store_killed_while_its_tables_are_made_leaves_nothing_that_breaks_the
     tracker = Tracker(None, "next", prepare=False)  # the next run starts the creation over
     assert tracker.client.get_experiment(tracker.experiment_id).name == "next"
     assert database.exists() and not any(p.name.startswith(".mlflow.db.creating") for p in store.iterdir())
+
+
+def test_a_store_whose_tables_were_only_partly_made_says_what_to_do(run_cli, store):
+    """Stores broken by an interrupted creation (an earlier mlp-lab's, or another tool's) exist: say what to do."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db.utils import _get_alembic_config
+
+    from tests.conftest import subprocess_env
+
+    tracker = Tracker(None, "made", prepare=False)
+    first = ScriptDirectory.from_config(_get_alembic_config(tracker.uri)).get_base()
+    with sqlite3.connect(store / "mlflow.db") as db:  # as if cut short: a later table missing, the rest unrecorded
+        db.execute("DROP TABLE assessments")
+        db.execute("UPDATE alembic_version SET version_num = ?", (first,))
+    hint = f"(its tables were only partly made: move {store / 'mlflow.db'} away and run again)"
+    broken = (store / "mlflow.db").read_bytes()  # each attempt to upgrade it gets further: each command gets this one
+    result = run_cli("run", "--plugin", "scratch", "--tiny", "--steps", "3")  # opened by the tracking process
+    assert result.exit_code != 0 and hint in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    (store / "mlflow.db").write_bytes(broken)
+    compared = subprocess.run(  # in a new process: MLflow keeps the stores this one opened
+        [sys.executable, "-m", "mlp_lab", "compare"], cwd=store.parent, env=subprocess_env(), capture_output=True, text=True
+    )
+    assert compared.returncode != 0 and compared.stderr.strip().endswith(hint) and compared.stderr.count("\n") == 1
