@@ -34,6 +34,15 @@ def select(names: tuple[str, ...]) -> list[Implementation]:
     return chosen
 
 
+def note_options_some_lack(impls: list[Implementation], overrides: dict[str, Any]) -> None:
+    """Say which of the implementations run have no option a ``-p`` sets (it is theirs only if some have it)."""
+    for name in overrides:
+        lacking = [impl.name for impl in impls if name not in impl.all_options()]
+        if lacking:
+            have, them = ("has", "it") if len(lacking) == 1 else ("have", "them")
+            print(f"Note: {', '.join(lacking)} {have} no option {name}: -p {name} is not applied to {them}", file=sys.stderr)
+
+
 def model_class_or_failure(impl: Implementation) -> Any:
     """The model class; if it cannot be imported or breaks the contract, a stand-in whose runs end FAILED with the reason."""
     from mlp_lab.errors import PluginError
@@ -72,6 +81,7 @@ def run_command(
     with tracking_process.started() as process:
         impls = select(plugins)
         overrides = check_overrides(impls, overrides)
+        note_options_some_lack(impls, overrides)
         size = data_size(tiny, full)
         if data_dir is not None and size != "full":
             raise UsageError("--data-dir is read with --full only (the default and --tiny sets are embedded in mlp-lab)")

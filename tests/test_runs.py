@@ -242,6 +242,19 @@ def test_full_batch_can_be_asked_for_by_name(run_cli, store):
     assert (bad.exit_code, bad.stderr.strip()) == (2, "Error: dropout: batch_size must be int, got 'all'")
 
 
+def test_an_option_only_some_of_the_plugins_have_is_said_to_pass_the_others_by(run_cli, store):
+    result = run_cli("run", "--plugin", "scratch", "--plugin", "relu", "-p", "dropout=0.5",
+                     "-p", "init-std=0.01", "-p", "lr=0.05", "--tiny", "--steps", "3", "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "Note: scratch has no option dropout: -p dropout is not applied to it",
+        "Note: relu has no option init_std: -p init_std is not applied to it",
+    ]  # lr: every implementation's
+    params = {r.data.params["plugin"]: r.data.params for r in runs_in(store) if "plugin" in r.data.params}
+    assert (params["relu"]["dropout"], params["scratch"]["init_std"], params["relu"]["lr"]) == ("0.5", "0.01", "0.05")
+    assert "dropout" not in params["scratch"] and "init_std" not in params["relu"]
+
+
 def test_runs_that_logged_full_batch_as_none_compare_with_todays(run_cli, store):
     """Runs made before "full" was logged hold the text "None" (and, older still, eval_every "None" for
     steps // 100): compare groups them with today's, shown as today's are."""
