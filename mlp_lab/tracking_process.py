@@ -147,7 +147,7 @@ class TrackingProcess:
             try:
                 self._conn.send_bytes(message)
             except (OSError, ValueError) as exc:
-                self._stop(f"the tracking process cannot be reached: {first_line(exc)}")
+                self._stop(self._why_gone(f"cannot be reached: {first_line(exc)}"))
                 return
 
     def _receive(self) -> None:
@@ -159,12 +159,17 @@ class TrackingProcess:
                 else:
                     self._answer(call_id, ok, value)
         except BaseException as exc:  # noqa: BLE001 - EOF when it exits; whatever else, nothing more can be read
-            if not isinstance(exc, (EOFError, OSError)):
-                self._stop(f"the tracking process cannot be read: {first_line(exc)}")
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._process.wait(timeout=5)
-            code = self._process.returncode
-            self._stop("the tracking process stopped" + (f" (exit code {code})" if code else ""))
+            self._stop(self._why_gone(None if isinstance(exc, (EOFError, OSError)) else f"cannot be read: {first_line(exc)}"))
+
+    def _why_gone(self, otherwise: str | None) -> str:
+        """Why the process can no longer be reached: that it stopped, with its exit code, if it did within a few
+        seconds; else ``otherwise``. Both threads may find out at once (a broken pipe, an end of file): they agree."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._process.wait(timeout=5)
+        code = self._process.returncode
+        if code is None and otherwise:
+            return f"the tracking process {otherwise}"
+        return "the tracking process stopped" + (f" (exit code {code})" if code else "")
 
     def _answer(self, call_id: int, ok: bool, value: Any) -> None:
         with self._answered:
