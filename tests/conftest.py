@@ -22,6 +22,8 @@ def fresh_registry(monkeypatch):
     """Each test discovers plugins anew, with no plugin selection or tracing left over."""
     monkeypatch.delenv("MLP_LAB_LOAD_PLUGINS", raising=False)
     monkeypatch.delenv("MLP_LAB_TRACE_PLUGINS", raising=False)
+    monkeypatch.delenv("MLP_LAB_METRICS_INTERVAL", raising=False)  # the default, unless a test sets one
+    monkeypatch.setenv("no_proxy", ",".join(filter(None, [os.environ.get("no_proxy"), "127.0.0.1", "localhost"])))
     get_registry.cache_clear()
     yield
     get_registry.cache_clear()

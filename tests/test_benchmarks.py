@@ -160,8 +160,7 @@ def test_full_mnist_reference_reports_time_to_target():
 
     r = ref_full_mnist.train(plain.load(), epochs=3, eval_every=1, target=0.0)
     assert r["steps"] == 3 and 0 < r["test_accuracy"] <= 1
-    assert r["time_to_target_s"] <= r["train_time_s"]  # reached at the first evaluation
-    assert r["time_to_target_s"] == r["time_to_target_s"]  # not NaN
+    assert 0 < r["time_to_target_s"] <= r["train_time_s"]  # reached at the first evaluation
 
 
 @pytest.mark.slow

@@ -59,7 +59,10 @@ def finished(tmp_path_factory):
     os.chdir(folder)
     try:
         result = CliRunner().invoke(
-            cli, ["run", "--plugin", "scratch", "--steps", "200", "--eval-every", "50"], prog_name="mlp-lab"
+            cli,
+            ["run", "--plugin", "scratch", "--steps", "200", "--eval-every", "50"],
+            prog_name="mlp-lab",
+            env={"MLFLOW_TRACKING_URI": None},  # ./mlruns, whatever the session's environment says
         )
     finally:
         os.chdir(cwd)

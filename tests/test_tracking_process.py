@@ -89,8 +89,7 @@ def test_a_killed_training_process_leaves_its_run_killed_with_the_losses_it_sent
     proc = start_training(tmp_path)
     client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
     try:
-        run_id = first_loss_logged(store, client)
-        time.sleep(1)
+        run_id = first_loss_logged(store, client, at_least=100)  # two batches sent at least (polled: a busy machine is slow)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         deadline = time.time() + 60
@@ -184,6 +183,7 @@ def test_a_write_that_fails_is_raised_by_the_next_log_call_once(store, monkeypat
             MlflowClient(tracker.uri).delete_run(run.run_id)
         else:
             run.log_series("bad!key", [0.0], 0)
+            time.sleep(0.5)  # refused on its own: the losses below come after it (a batch that holds one is refused whole)
         deadline, raised, step = time.time() + 30, None, 0
         while raised is None and time.time() < deadline:
             try:
@@ -224,15 +224,15 @@ def start_training(folder, *extra: str) -> subprocess.Popen:
     )
 
 
-def first_loss_logged(store, client) -> str:
-    """The run's id, once the store has a loss of it."""
+def first_loss_logged(store, client, at_least: int = 1) -> str:
+    """The run's id, once the store has ``at_least`` losses of it."""
     deadline = time.time() + 120
     while time.time() < deadline:
         for run in runs_in(store):
-            if client.get_metric_history(run.info.run_id, "train_loss"):
+            if len(client.get_metric_history(run.info.run_id, "train_loss")) >= at_least:
                 return run.info.run_id
-        time.sleep(0.5)
-    raise AssertionError("the run never logged a loss")
+        time.sleep(0.2)
+    raise AssertionError(f"the run never logged {at_least} losses")
 
 
 def test_a_model_pickled_whole_by_an_earlier_version_still_loads(tmp_path):
@@ -287,3 +287,27 @@ def test_a_group_run_never_imports_mlflow_in_the_training_process(store, tmp_pat
     (group,) = [r for r in runs_in(store) if r.data.tags["mlp_lab.kind"] == "group"]
     logged = {a.path for a in MlflowClient(f"sqlite:///{store / 'mlflow.db'}").list_artifacts(group.info.run_id)}
     assert {"comparison.md", "comparison.csv", "comparison.png"} <= logged
+
+
+def test_a_tracking_process_killed_while_losses_are_sent_is_said_to_have_stopped(store):
+    """The sending thread (a broken pipe) and the receiving one (end of file) both find out; they say the same."""
+    Tracker(None, "mlp-lab", prepare=False)
+    reasons = set()
+    for attempt in range(2):
+        process = tracking_process.start()
+        run = tracking_process.RemoteTracker(process, None, "mlp-lab").start_run(f"r{attempt}", {}).ready()
+        step = 0
+        try:
+            with pytest.raises(TrackingError) as stopped:
+                while step < 1_000_000:
+                    run.log_series("train_loss", [1.0] * 50, step)
+                    step += 50
+                    if step == 500:
+                        os.kill(process._process.pid, signal.SIGKILL)
+                    busy = time.perf_counter()
+                    while time.perf_counter() - busy < 0.005:  # training, holding the GIL
+                        pass
+            reasons.add(str(stopped.value))
+        finally:
+            process.close()
+    assert reasons == {"the tracking process stopped (exit code -9)"}
