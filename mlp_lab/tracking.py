@@ -15,6 +15,7 @@ failed or interrupted run writes what it has before it closes.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import queue
 import re
@@ -35,15 +36,20 @@ DEFAULT_DIR = Path("mlruns")
 BATCH = 1000  # MLflow accepts at most 1000 metrics in one log_batch call
 INTERVAL = 30.0  # default seconds queued metrics wait before they are written (MLP_LAB_METRICS_INTERVAL)
 HOLD = 100_000  # metrics held at most before they are written anyway
+LONGEST = 86_400.0  # the longest wait between metric writes
 
 
 def metrics_interval() -> float:
-    """Seconds between metric writes during training: ``MLP_LAB_METRICS_INTERVAL``, else 30."""
+    """Seconds between metric writes during training: ``MLP_LAB_METRICS_INTERVAL``, else 30; ``inf`` (or any
+    wait longer than a day): only when training ends, or :data:`HOLD` metrics are held."""
     value = os.environ.get("MLP_LAB_METRICS_INTERVAL", "")
     try:
-        return max(0.0, float(value)) if value.strip() else INTERVAL
+        seconds = float(value) if value.strip() else INTERVAL
     except ValueError:
-        raise UsageError(f"MLP_LAB_METRICS_INTERVAL must be a number of seconds, not {value!r}") from None
+        seconds = math.nan
+    if math.isnan(seconds):
+        raise UsageError(f"MLP_LAB_METRICS_INTERVAL must be a number of seconds, not {value!r}")
+    return min(max(0.0, seconds), LONGEST)  # a wait longer than this overflows the clock of queue.get
 
 
 def resolve_uri(uri: str | None) -> str:

@@ -9,6 +9,7 @@ from mlflow import MlflowClient
 
 from mlp_lab.errors import UsageError
 from mlp_lab.tracking import Tracker, metrics_interval
+from tests.conftest import runs_in
 
 
 def history(tracker: Tracker, run_id: str) -> list[int]:
@@ -49,16 +50,28 @@ def test_a_short_interval_writes_while_training_goes_on(store, monkeypatch):
     run.end()
 
 
-@pytest.mark.parametrize("value, expected", [("", 30.0), ("0", 0.0), ("2.5", 2.5), ("-1", 0.0)])
+@pytest.mark.parametrize(
+    "value, expected", [("", 30.0), ("0", 0.0), ("2.5", 2.5), ("-1", 0.0), ("inf", 86_400.0), ("1e10", 86_400.0)]
+)
 def test_metrics_interval_setting(value, expected, monkeypatch):
     monkeypatch.setenv("MLP_LAB_METRICS_INTERVAL", value)
     assert metrics_interval() == expected
 
 
-def test_a_bad_metrics_interval_is_a_usage_error(monkeypatch):
-    monkeypatch.setenv("MLP_LAB_METRICS_INTERVAL", "soon")
+@pytest.mark.parametrize("value", ["soon", "nan"])
+def test_a_bad_metrics_interval_is_a_usage_error(monkeypatch, value):
+    monkeypatch.setenv("MLP_LAB_METRICS_INTERVAL", value)
     with pytest.raises(UsageError, match="MLP_LAB_METRICS_INTERVAL must be a number"):
         metrics_interval()
+
+
+def test_an_endless_metrics_interval_writes_the_losses_when_training_ends(run_cli, store):
+    """``inf`` used to overflow the writer's clock and leave the run hanging, deaf to Ctrl-C, for good."""
+    result = run_cli("run", "--plugin", "scratch", "--tiny", "--steps", "3", "-q", env={"MLP_LAB_METRICS_INTERVAL": "inf"})
+    assert result.exit_code == 0, result.output
+    (run,) = runs_in(store)
+    losses = MlflowClient(f"sqlite:///{store / 'mlflow.db'}").get_metric_history(run.info.run_id, "train_loss")
+    assert run.info.status == "FINISHED" and sorted(m.step for m in losses) == [0, 1, 2]
 
 
 def test_the_artifact_check_writes_nothing_that_stays_and_creates_no_folder(tmp_path):
