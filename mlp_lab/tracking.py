@@ -407,17 +407,17 @@ class RunLog:
             self._created.set()
         while True:
             items = [self._queue.get()]
-            if items[0] is not _FLUSH and items[0] is not _STOP:  # gather more, to write later and in larger batches
-                deadline, count = time.monotonic() + self._interval, 0
-                while count < HOLD:
-                    count += len(items[-1]) if isinstance(items[-1], list) else 1
-                    try:
-                        items.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
-                    except queue.Empty:
-                        break
-                    if items[-1] is _FLUSH or items[-1] is _STOP:
-                        break
-            try:
+            try:  # whatever fails, every item taken is marked done and _STOP ends the loop: nobody waits for ever
+                if items[0] is not _FLUSH and items[0] is not _STOP:  # gather more, to write later and in larger batches
+                    deadline, count = time.monotonic() + self._interval, 0
+                    while count < HOLD:
+                        count += len(items[-1]) if isinstance(items[-1], list) else 1
+                        try:
+                            items.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                        except queue.Empty:
+                            break
+                        if items[-1] is _FLUSH or items[-1] is _STOP:
+                            break
                 if self._run_id is not None:
                     self._write(items)
             except BaseException as exc:  # noqa: BLE001 - reported by flush(), and the first while training
