@@ -33,7 +33,10 @@ class Progress:
         if self.bar is not None:
             self.bar.update(self.task, completed=step, loss=loss, rate=rate)
         elif not self.quiet and (step / self.total >= self.next_line or step == self.total):
-            print(f"{self.label}: step {step}/{self.total}  loss {loss:.5g}  {rate:.0f} steps/s", file=sys.stderr, flush=True)
+            try:
+                print(f"{self.label}: step {step}/{self.total}  loss {loss:.5g}  {rate:.0f} steps/s", file=sys.stderr, flush=True)
+            except OSError:  # nobody reads any more (``2>&1 | head``): training goes on, unseen
+                self.quiet = True
             self.next_line = step / self.total + 0.1
 
     def close(self) -> None:

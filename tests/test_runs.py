@@ -235,6 +235,22 @@ def test_ctrl_c_or_sigterm_ends_the_run_killed_with_its_metrics(store, tmp_path,
     assert said in err.splitlines()
 
 
+def test_output_nobody_reads_any_more_stops_neither_training_nor_logging(store, tmp_path):
+    """``mlp-lab run ... 2>&1 | head``: the reader goes away; the progress lines stop, the runs finish."""
+    from mlp_lab.tracking import Tracker
+
+    Tracker(None, "mlp-lab", prepare=False)
+    read, write = os.pipe()
+    os.close(read)  # a reader that has gone
+    command = [sys.executable, "-m", "mlp_lab", "run", "--plugin", "scratch", "--seeds", "0,1", "--tiny", "--steps", "40"]
+    try:
+        subprocess.run(command, cwd=tmp_path, env=subprocess_env(), stdout=write, stderr=write, timeout=300)
+    finally:
+        os.close(write)
+    runs = {r.info.run_name: (r.info.status, r.data.tags.get("mlp_lab.error")) for r in runs_in(store)}
+    assert [runs[f"scratch-s{seed}"] for seed in (0, 1)] == [("FINISHED", None)] * 2, runs
+
+
 def test_full_batch_can_be_asked_for_by_name(run_cli, store):
     """A mini-batch variant back to the whole training set each step: --batch-size full, or -p batch_size=full."""
     for how in (["--batch-size", "full"], ["-p", "batch_size=Full"]):
