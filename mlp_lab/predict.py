@@ -69,24 +69,12 @@ def read(path: Path, invert: bool = False) -> Images:
 
 
 def check_grey_levels(path: Path, rows: np.ndarray) -> None:
-    """A usage error for arrays that are not raw 0-255 grey levels, which would be misread silently.
+    """A usage error for arrays that are not raw 0-255 grey levels (see :func:`mlp_lab.grey_levels.problem`)."""
+    from mlp_lab import grey_levels
 
-    Caught: NaN or infinite values, negative ones (standardised inputs), values above 255 (16-bit
-    images), fractions within 0-1 (inputs scaled to 0-1) and images of only 0 and 1 (binarised, or
-    bool): as raw grey levels those are black, and a model trained on 0-255 reads them as noise.
-    An all-black image passes.
-    """
-    if not np.isfinite(rows).all():
-        raise UsageError(f"{path}: holds NaN or infinite values")
-    low, high = float(rows.min()), float(rows.max())
-    if low < 0:
-        raise UsageError(f"{path}: holds negative values (down to {low:g}); expected raw grey levels 0-255, not standardised")
-    if high > 255:
-        raise UsageError(f"{path}: values reach {high:g}; expected raw 8-bit grey levels 0-255")
-    if high <= 1 and (rows != np.round(rows)).any():
-        raise UsageError(f"{path}: values lie between 0 and 1; expected raw grey levels 0-255 (multiply by 255)")
-    if high == 1:
-        raise UsageError(f"{path}: values are only 0 and 1 (a binarised image?); expected raw grey levels 0-255 (times 255)")
+    problem = grey_levels.problem(rows)
+    if problem:
+        raise UsageError(f"{path}: {problem}")
 
 
 def load_model(run_id: str, client: Any) -> Any:

@@ -36,10 +36,17 @@ class DigitClassifier(mlflow.pyfunc.PythonModel):
             self.model, self.mean, self.std = saved["model"], saved["mean"], saved["std"]
 
     def predict(self, context: Any, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:
-        """Predicted digits for float32 rows of 784 raw grey levels (0-255), as the model's signature says."""
+        """Predicted digits for float32 rows of 784 raw grey levels (0-255), as the model's signature says;
+        a ``ValueError`` for pixels that are not raw grey levels (scaled to 0-1, standardised, ...)."""
         import torch
 
-        x = torch.from_numpy(np.array(model_input, dtype=np.float32)).reshape(-1, 784)  # a copy: MLflow's may be read-only
+        from mlp_lab import grey_levels
+
+        rows = np.array(model_input, dtype=np.float32)  # a copy: MLflow's may be read-only
+        problem = grey_levels.problem(rows)
+        if problem:
+            raise ValueError(f"model input: {problem}")
+        x = torch.from_numpy(rows).reshape(-1, 784)
         with torch.no_grad():
             scores = self.model.predict((x - self.mean) / self.std)
         return scores.argmax(1).numpy()

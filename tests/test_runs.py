@@ -142,6 +142,9 @@ def test_run_logs_loss_curve_and_a_model_predicting_raw_pixels(finished):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # MLflow hands a table's values over read-only: no warning about it from torch
         assert (model.predict(pd.DataFrame(d.raw_test.numpy()[:20].astype("float32"))) == digits[:20]).all()
+    scaled = (d.raw_test.numpy()[:20] / 255).astype("float32")  # the commonest slip: silently read as black images
+    with pytest.raises(Exception, match="model input: values lie between 0 and 1; expected raw grey levels 0-255"):
+        model.predict(scaled)
 
 
 def test_the_logged_model_carries_the_final_metrics(finished):
