@@ -291,11 +291,22 @@ class Comparison:
         return console.file.getvalue()
 
     def labels(self) -> dict[int, str]:
-        """A legend label per row: the plugin, plus what differs between its own rows when it has several."""
+        """A legend label per row: the plugin, plus what differs between its own rows when it has several.
+
+        A parameter that parts the rows exactly as one named before it does (``n_train`` and
+        ``dataset_digest`` beside ``dataset``) is left out: it tells them apart no better. The
+        experiment and the dataset come first.
+        """
         out = {}
         for i, row in enumerate(self.rows):
             same = [r for r in self.rows if r.plugin == row.plugin]
-            diff = [p for p in [*self.columns, "steps"] if p != "seeds" and len({r.param(p) for r in same}) > 1]
+            diff, parts = [], set()
+            for p in sorted([*self.columns, "steps"], key=lambda p: p not in ("experiment", "dataset")):  # the telling ones first
+                part = tuple(r.param(p) for r in same)
+                parted = tuple(part.index(v) for v in part)  # which row each row is grouped with
+                if p != "seeds" and len(set(part)) > 1 and parted not in parts:
+                    diff.append(p)
+                    parts.add(parted)
             out[i] = row.plugin + (f" ({', '.join(f'{p}={row.param(p)}' for p in diff)})" if diff else "")
         return out
 

@@ -45,13 +45,17 @@ def loss_curve(summary: Summary, title: str) -> Figure:
 
 def comparison(loss: Sequence[Curve], accuracy: Sequence[Curve], title: str, band: str) -> Figure:
     """Training loss (log scale) and test accuracy against step, one colour and dash per row, a band for the spread."""
+    from matplotlib import colormaps
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(12, 5), layout="constrained")
-    ax_loss, ax_acc = fig.subplots(1, 2)
     labels = list(dict.fromkeys(c.label for c in [*accuracy, *loss]))
+    columns = 1 if len(labels) <= 4 else 2 if len(labels) <= 12 else 3  # the legend sits below both plots
+    fig = Figure(figsize=(12, 5 + 0.22 * -(-len(labels) // columns)), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
     dashes = ["-", "--", ":", "-."]  # identical curves (the same maths in two implementations) stay visible
-    style = {label: {"color": f"C{i % 10}", "linestyle": dashes[i % len(dashes)]} for i, label in enumerate(labels)}
+    colours = [f"C{i}" for i in range(10)] if len(labels) <= 10 else list(colormaps["tab20"].colors)  # one each
+    style = {label: {"color": colours[i % len(colours)], "linestyle": dashes[i % len(dashes)]} for i, label in enumerate(labels)}
     final = {c.label: f", test {c.mean[-1]:.3f}" for c in accuracy}
     for ax, curves in ((ax_loss, loss), (ax_acc, accuracy)):
         for c in curves:
@@ -61,6 +65,7 @@ def comparison(loss: Sequence[Curve], accuracy: Sequence[Curve], title: str, ban
                 ax.fill_between(c.steps, c.low, c.high, color=style[c.label]["color"], alpha=0.18, lw=0)
         ax.grid(True, alpha=0.3)
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if loss and all(v > 0 for c in loss for v in c.low):
         ax_loss.set_yscale("log")
     ax_loss.set(ylabel="training loss (each implementation's own; log scale)", title="Training loss")
@@ -72,7 +77,8 @@ def comparison(loss: Sequence[Curve], accuracy: Sequence[Curve], title: str, ban
         pad = max(0.01, (high - low) * 0.25)
         ax_acc.set_ylim(max(0.0, low - pad), min(1.0, high + pad))
     legend_ax = ax_acc if accuracy else ax_loss
-    if legend_ax.get_legend_handles_labels()[0]:
-        legend_ax.legend(loc="best", fontsize=9, framealpha=0.9)
+    handles, texts = legend_ax.get_legend_handles_labels()
+    if handles:  # below the plots, which keep their width however long the labels
+        fig.legend(handles, texts, loc="outside lower center", ncols=columns, fontsize=9, frameon=False)
     fig.suptitle(f"{title}\n{band}", fontsize=11)
     return fig

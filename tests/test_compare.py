@@ -134,6 +134,23 @@ def test_steps_is_one_right_aligned_column_even_when_it_differs():
     assert comparison.labels() == {0: "scratch (steps=200)", 1: "scratch (steps=100)"}  # the figure's legend tells them apart
 
 
+def test_a_legend_label_names_what_tells_rows_apart_once():
+    """Across datasets n_train, n_test and the digest part the rows as the dataset does: the label names the dataset."""
+
+    def rec(run_id: str, dataset: str, n: str, lr: str) -> compare.Record:
+        params = {"plugin": "scratch", "seed": "0", "steps": "100", "lr": lr, "n_train": n, "dataset_digest": n + "f"}
+        return compare.Record(run_id, run_id, "1", "e", "FINISHED", {**params, "dataset": dataset}, {"test_accuracy": 0.5}, 0)
+
+    comparison = compare.build(
+        [rec("a", "tiny", "500", "0.1"), rec("b", "full", "60000", "0.1"), rec("c", "full", "60000", "0.2")], "t"
+    )
+    assert set(comparison.labels().values()) == {
+        "scratch (dataset=tiny, lr=0.1)",
+        "scratch (dataset=full, lr=0.1)",
+        "scratch (dataset=full, lr=0.2)",
+    }
+
+
 def _record(run_id: str, plugin: str, params: dict[str, str], acc: float, loss: float = 1.0) -> compare.Record:
     params = {"plugin": plugin, "seed": "0", "steps": "100", **params}
     return compare.Record(run_id, run_id, "1", "e", "FINISHED", params, {"test_accuracy": acc, "final_train_loss": loss}, 0)
