@@ -7,7 +7,7 @@ import importlib.util
 import sys
 from typing import Any
 
-from mlp_lab.registry import Implementation, get_registry
+from mlp_lab.registry import Implementation, get_registry, load_filter, unmatched_in_load_filter
 
 BOUNDS = (("min", ">="), ("max", "<="), ("above", ">"), ("below", "<"))
 
@@ -43,6 +43,8 @@ def plugin_listing() -> dict[str, Any]:
         ],
         "broken": [vars(p) for p in registry.broken],
         "clashes": [vars(p) for p in registry.clashes],
+        "load_filter": load_filter(),  # MLP_LAB_LOAD_PLUGINS's entry points; null when unset
+        "load_filter_unmatched": unmatched_in_load_filter()[0],  # those no installed package has
     }
 
 
@@ -124,8 +126,13 @@ def print_listing(listing: dict[str, Any]) -> None:
             rows.add_row("options", options)
         console.print(head)
         console.print(Padding(Group(Text(impl["description"]), rows), (0, 0, 1, 2)))
+    unmatched = listing["load_filter_unmatched"]
+    if unmatched:
+        names, quoted = ", ".join(unmatched_in_load_filter()[1]), ", ".join(repr(n) for n in unmatched)
+        console.print(f"MLP_LAB_LOAD_PLUGINS names {quoted}, which no installed package has (there are: {names}).", style="red")
     if not listing["implementations"]:
-        console.print("No implementations found (is MLP_LAB_LOAD_PLUGINS set?).\n")
+        why = " (MLP_LAB_LOAD_PLUGINS loads only those it names)" if listing["load_filter"] is not None else ""
+        console.print(f"No implementations found{why}.\n")
     for title, style, problems in (
         ("Name clashes", "yellow", listing["clashes"]),
         ("Broken plugins (their implementations are not available)", "red", listing["broken"]),

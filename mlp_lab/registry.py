@@ -129,10 +129,13 @@ class Registry:
                 raise UsageError(f"{who} is broken: {problem.error}")
         known = ", ".join(sorted(self.implementations)) or "none"
         hint = f"; {len(self.broken)} plugin problem(s), see 'mlp-lab plugins'" if self.broken else ""
-        only = os.environ.get("MLP_LAB_LOAD_PLUGINS")
-        if only is not None:
-            wanted = [n for n in only.split(",") if n.strip()]
+        wanted = load_filter()
+        if wanted is not None:
+            only = os.environ["MLP_LAB_LOAD_PLUGINS"]
             hint += f"; MLP_LAB_LOAD_PLUGINS={only!r} loads " + ("only those entry points" if wanted else "none")
+            unmatched, names = unmatched_in_load_filter()
+            if unmatched:
+                hint += f", and no installed package has {', '.join(map(repr, unmatched))} (there are: {', '.join(names)})"
         raise UsageError(f"unknown plugin '{name}'; known: {known}{hint}")
 
     def names(self) -> list[str]:
@@ -155,16 +158,34 @@ def _distribution(ep: metadata.EntryPoint) -> tuple[str, str]:
 
 def _entry_points() -> list[metadata.EntryPoint]:
     eps = list(metadata.entry_points(group=GROUP))
-    only = os.environ.get("MLP_LAB_LOAD_PLUGINS")
-    if only is not None:
-        wanted = {n.strip() for n in only.split(",") if n.strip()}
+    wanted = load_filter()
+    if wanted is not None:
         eps = [ep for ep in eps if ep.name in wanted or f"{_distribution(ep)[0]}:{ep.name}" in wanted]
     # Built-in plugins first, then the others in a stable order.
     return sorted(eps, key=lambda ep: (_distribution(ep)[0] != BUILTIN_DISTRIBUTION, ep.name, _distribution(ep)[0]))
 
 
+def load_filter() -> list[str] | None:
+    """The entry points ``MLP_LAB_LOAD_PLUGINS`` names (``NAME`` or ``DIST:NAME``); None when it is not set."""
+    only = os.environ.get("MLP_LAB_LOAD_PLUGINS")
+    return None if only is None else [n.strip() for n in only.split(",") if n.strip()]
+
+
+def unmatched_in_load_filter() -> tuple[list[str], list[str]]:
+    """The names in ``MLP_LAB_LOAD_PLUGINS`` that no installed entry point has (a typo), and the names there are."""
+    eps = list(metadata.entry_points(group=GROUP))
+    names = {ep.name for ep in eps} | {f"{_distribution(ep)[0]}:{ep.name}" for ep in eps}
+    unmatched = [n for n in load_filter() or [] if n not in names]
+    return unmatched, sorted({ep.name for ep in eps})
+
+
+def _tracing() -> bool:
+    """Whether ``MLP_LAB_TRACE_PLUGINS`` asks for tracing (``1``, ``yes``, ...; not empty, ``0``, ``no``, ``off``, ``false``)."""
+    return os.environ.get("MLP_LAB_TRACE_PLUGINS", "").strip().lower() not in ("", "0", "no", "off", "false")
+
+
 def _trace(message: str) -> None:
-    if os.environ.get("MLP_LAB_TRACE_PLUGINS"):
+    if _tracing():
         sys.stderr.write("".join(f"[mlp-lab trace] {line}\n" for line in message.rstrip("\n").splitlines()))
 
 
@@ -172,7 +193,7 @@ def plugin_manager() -> pluggy.PluginManager:
     """A plugin manager with mlp-lab's hook specifications (and pluggy's call tracing when asked for)."""
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
-    if os.environ.get("MLP_LAB_TRACE_PLUGINS"):
+    if _tracing():
         pm.trace.root.setwriter(_trace)  # each hook call with its arguments, then "finish ... --> result"
         pm.enable_tracing()
     return pm

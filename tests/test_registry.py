@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from mlp_lab.registry import check_overrides, get_registry
 
 GOOD = """
@@ -99,6 +101,27 @@ def test_no_plugins_loaded_is_a_clear_error(monkeypatch, run_cli):
     assert result.exit_code == 2 and result.stderr.strip() == (
         "Error: unknown plugin 'scratch'; known: none; MLP_LAB_LOAD_PLUGINS='' loads none"
     )
+
+
+def test_a_name_in_the_load_filter_that_no_package_has_is_named(monkeypatch, run_cli):
+    monkeypatch.setenv("MLP_LAB_LOAD_PLUGINS", "sed,variants")  # a typo for seed
+    result = run_cli("run", "--plugin", "scratch")
+    assert result.exit_code == 2 and result.stderr.strip().endswith(
+        "loads only those entry points, and no installed package has 'sed' (there are: seed, variants)"
+    )
+    listed = run_cli("plugins", "--json")
+    doc = json.loads(listed.stdout)
+    assert (doc["load_filter"], doc["load_filter_unmatched"]) == (["sed", "variants"], ["sed"])
+    shown = run_cli("plugins", env={"COLUMNS": "200"})
+    assert "MLP_LAB_LOAD_PLUGINS names 'sed', which no installed package has (there are: seed, variants)." in shown.stdout
+    monkeypatch.setenv("MLP_LAB_LOAD_PLUGINS", "mlp-lab:seed")  # a distribution's own entry point: matched
+    assert json.loads(run_cli("plugins", "--json").stdout)["load_filter_unmatched"] == []
+
+
+@pytest.mark.parametrize("value, traced", [("1", True), ("yes", True), ("0", False), ("off", False), ("", False)])
+def test_plugin_tracing_is_on_for_yes_and_off_for_no(monkeypatch, run_cli, value, traced):
+    monkeypatch.setenv("MLP_LAB_TRACE_PLUGINS", value)
+    assert ("[mlp-lab trace]" in run_cli("plugins", "--json").stderr) is traced
 
 
 def _registering(*names: str) -> str:
