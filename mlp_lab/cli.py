@@ -244,7 +244,7 @@ def store_option(f: Any) -> Any:
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--group", help="A comparison group's run id, or 'last' (the default unless --experiment is given).")
+@click.option("--group", help="A comparison group's run id or name, or 'last' (the default unless --experiment is given).")
 @click.option(
     "--experiment", "experiments", multiple=True, help="Compare every run of this experiment (repeatable: across experiments)."
 )

@@ -449,14 +449,44 @@ def find_group(client: MlflowClient, group: str, experiment_ids: dict[str, str])
             raise NothingToCompare(f"no comparison group in {where} (run 'mlp-lab run' with several plugins or seeds first)")
         run = runs[0]
     else:
-        try:
-            run = client.get_run(group)
-        except MlflowException:
-            raise UsageError(f"--group {group}: no such run in {client.tracking_uri}") from None
+        run = _group_run(client, group, experiment_ids)
         if run.data.tags.get(KIND) != "group":
             raise UsageError(f"--group {group}: run is not a comparison group (it has no child runs from 'mlp-lab run')")
     exp = client.get_experiment(run.info.experiment_id)
+    if exp.lifecycle_stage == "deleted":
+        raise deleted_experiment(exp, client.tracking_uri)
+    if run.info.lifecycle_stage == "deleted":
+        raise UsageError(f"--group {group}: the group was deleted (restore it in the MLflow UI, or 'mlflow runs restore')")
+    if exp.experiment_id not in experiment_ids:
+        raise UsageError(f"--group {group}: the group is in experiment {exp.name!r}, not in {_names(experiment_ids)}")
     return record(run, exp.name)
+
+
+def _group_run(client: MlflowClient, group: str, experiment_ids: dict[str, str]) -> Run:
+    """The run ``group`` names by id, else by name (as the group's table heading shows it; the latest of that name)."""
+    try:
+        return client.get_run(group)
+    except MlflowException:
+        pass
+    runs = []
+    if "'" not in group:  # group names never hold one; MLflow's filter could not quote it
+        runs = _mlflow_call(
+            client.search_runs,
+            list(experiment_ids),
+            f"attributes.run_name = '{group}' and tags.`{KIND}` = 'group'",
+            ViewType.ACTIVE_ONLY,
+            1,
+            ["attributes.start_time DESC"],
+            what=f"--group {group!r}",
+        )
+    if not runs:
+        raise UsageError(f"--group {group}: no run of that id, nor group of that name, in {_names(experiment_ids)}")
+    return runs[0]
+
+
+def _names(experiment_ids: dict[str, str]) -> str:
+    names = ", ".join(repr(n) for n in experiment_ids.values())
+    return f"experiment{'s' if len(experiment_ids) > 1 else ''} {names}" if names else "the store"
 
 
 def select(

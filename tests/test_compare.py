@@ -283,8 +283,9 @@ def test_selection_errors_are_one_line(lab, run_cli):
     cases = [
         (("--experiment", "nope"), 2, "no experiment named 'nope'"),
         (("--filter", "params.lr ~ 1"), 2, "--filter 'params.lr ~ 1'"),
-        (("--group", "0123456789abcdef"), 2, "--group 0123456789abcdef: no such run"),
+        (("--group", "0123456789abcdef"), 2, "--group 0123456789abcdef: no run of that id, nor group of that name, in"),
         (("--group", lab.children[0].info.run_id), 2, "is not a comparison group"),
+        (("--group", lab.group.info.run_id, "--experiment", "other"), 2, "the group is in experiment 'mlp-lab', not in"),
         (("--group", "last", "--experiment", "other"), 1, "no comparison group in 'other'"),
         (("--plugin", "no-such-plugin"), 1, "no runs to compare"),
     ]
@@ -294,6 +295,22 @@ def test_selection_errors_are_one_line(lab, run_cli):
         assert message in result.stderr and result.stderr.count("\n") == 1 and "Traceback" not in result.output
     missing = run_cli("compare")  # in an empty folder: no ./mlruns, and none is created
     assert missing.exit_code == 2 and "no MLflow store" in missing.stderr and not Path("mlruns").exists()
+
+
+def test_a_group_is_found_by_the_name_its_table_shows_too(lab):
+    by_name = lab.compare_json("--group", lab.group.info.run_name)
+    assert by_name["group_run_id"] == lab.group.info.run_id
+    assert by_name == lab.compare_json("--group", lab.group.info.run_id)
+
+
+def test_a_group_in_a_deleted_experiment_is_named_as_deleted(run_cli, store):
+    assert run_cli("run", "--plugin", "scratch", "--seeds", "0,1", "--tiny", "--steps", "3", "-q").exit_code == 0
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("mlp-lab")
+    (group,) = client.search_runs([experiment.experiment_id], "tags.`mlp_lab.kind` = 'group'")
+    client.delete_experiment(experiment.experiment_id)
+    result = run_cli("compare", "--group", group.info.run_id)
+    assert result.exit_code == 2 and "experiment 'mlp-lab' is deleted" in result.stderr, result.output
 
 
 def test_compare_writes_the_overlay_figure_from_the_metric_histories(lab, tmp_path):
