@@ -28,8 +28,11 @@ class Progress:
             self.task = self.bar.add_task(label, total=total, loss=float("nan"), rate=0.0)
             self.bar.start()
 
-    def update(self, step: int, loss: float) -> None:
-        rate = step / max(time.perf_counter() - self.start, 1e-9)
+    def update(self, step: int, loss: float, train_seconds: float | None = None) -> None:
+        """Show ``step`` steps done and the last loss; the rate is per second of training (evaluations left
+        out, as in the logged ``steps_per_s``) when ``train_seconds`` is given, else per second since the start."""
+        seconds = train_seconds if train_seconds is not None else time.perf_counter() - self.start
+        rate = step / max(seconds, 1e-9)
         if self.bar is not None:
             self.bar.update(self.task, completed=step, loss=loss, rate=rate)
         elif not self.quiet and (step / self.total >= self.next_line or step == self.total):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import random
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -93,15 +94,17 @@ def execute(
     progress = Progress(name, spec.hp.steps, quiet=quiet)
 
     done = [0]  # steps whose losses were handed over
+    trained = [0.0, time.perf_counter()]  # training seconds at the last evaluation, and when it ended
 
     def on_losses(values: list[float], first: int) -> None:
         run.log_series("train_loss", values, first)
         done[0] = first + len(values)
-        progress.update(done[0], values[-1])
+        progress.update(done[0], values[-1], trained[0] + time.perf_counter() - trained[1])
 
     held: list[training.Evaluation] = []  # the last evaluation, written with the run's final figures
 
     def on_eval(ev: training.Evaluation) -> None:
+        trained[:] = [ev.train_time_s, time.perf_counter()]
         if ev.step == spec.hp.steps:
             held.append(ev)
         else:

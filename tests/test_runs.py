@@ -254,6 +254,14 @@ def test_output_nobody_reads_any_more_stops_neither_training_nor_logging(store, 
     assert [runs[f"scratch-s{seed}"] for seed in (0, 1)] == [("FINISHED", None)] * 2, runs
 
 
+def test_progress_counts_steps_per_second_of_training_as_the_logged_rate_does(capsys):
+    from mlp_lab.progress import Progress
+
+    progress = Progress("scratch-s0", 100)  # not a terminal here: plain lines on stderr
+    progress.update(100, 0.5, train_seconds=4.0)  # however long evaluations took besides
+    assert capsys.readouterr().err == "scratch-s0: step 100/100  loss 0.5  25 steps/s\n"
+
+
 def test_full_batch_can_be_asked_for_by_name(run_cli, store):
     """A mini-batch variant back to the whole training set each step: --batch-size full, or -p batch_size=full."""
     for how in (["--batch-size", "full"], ["-p", "batch_size=Full"]):
