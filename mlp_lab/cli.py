@@ -231,6 +231,7 @@ def gradcheck(plugin: str, samples: int, seed: int, entries: int, params: tuple[
     impl = get_registry().get(plugin)
     overrides = check_overrides([impl], overrides_of(params, {"hidden": hidden} if hidden is not None else {}))
     parse_seeds(seed, None, None)  # the same seed range as run's
+    overrides.setdefault("batch_size", samples)  # the model is built for the batch it is checked on
     sys.exit(check.run(impl, impl.hyperparams(overrides), samples=samples, seed=seed, entries=entries))
 
 

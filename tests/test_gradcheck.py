@@ -81,6 +81,14 @@ def test_autograd_plugins_are_checked_against_finite_differences(run_cli):
         assert len(rows) == 4 and all(r[1] == "True" for r in rows.values())
 
 
+def test_the_model_is_built_for_the_batch_it_is_checked_on(run_cli):
+    """Batch norm of one image is undefined: the plugin says so (it knows the batch size), not torch, mid-forward."""
+    result = run_cli("gradcheck", "--plugin", "batch-norm", "--samples", "1")
+    assert result.exit_code == 2 and "norm=batch needs batches of 2 or more images" in result.stderr, result.output
+    two = run_cli("gradcheck", "--plugin", "batch-norm", "--samples", "2", "--entries", "2")
+    assert two.exit_code == 0, two.output
+
+
 UNUSED = """
 import torch
 from mlp_lab import Option, hookimpl
