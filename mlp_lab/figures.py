@@ -65,7 +65,7 @@ def comparison(loss: Sequence[Curve], accuracy: Sequence[Curve], title: str, ban
                 ax.fill_between(c.steps, c.low, c.high, color=style[c.label]["color"], alpha=0.18, lw=0)
         ax.grid(True, alpha=0.3)
         ax.set_xlabel("step")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
     if loss and all(v > 0 for c in loss for v in c.low):
         ax_loss.set_yscale("log")
     ax_loss.set(ylabel="training loss (each implementation's own; log scale)", title="Training loss")
