@@ -227,7 +227,8 @@ class Comparison:
         return json.dumps(doc, indent=2)
 
     def rich_tables(self, width: int) -> list[Any]:
-        """One table when it fits in ``width`` columns; else the metrics, then the differing parameters apart."""
+        """One table when it fits in ``width`` columns; else the metrics, then the differing parameters apart (rows
+        numbered in both)."""
         from rich import box
         from rich.console import Console
         from rich.table import Table
@@ -256,6 +257,8 @@ class Comparison:
         whole = table(heads, cells, self.title, self.note)
         if not self.columns or Console(width=10_000).measure(whole).maximum <= width:
             return [whole]
+        heads = ["#", *heads]  # rows numbered: a row of the metrics is found again among the parameters
+        cells = [[str(n), *c] for n, c in enumerate(cells, 1)]
 
         def part(columns: list[int], title: str | None, caption: str | None = None) -> Table:
             return table([heads[i] for i in columns], [[c[i] for i in columns] for c in cells], title, caption)
@@ -263,14 +266,14 @@ class Comparison:
         keep = [i for i, h in enumerate(heads) if h not in self.columns]
         chunks: list[list[int]] = [[]]  # the parameters in as many tables as fit (a value folds only if wider alone)
         for i in (i for i, h in enumerate(heads) if h in self.columns):
-            if chunks[-1] and Console(width=10_000).measure(part([0, *chunks[-1], i], None)).maximum > width:
+            if chunks[-1] and Console(width=10_000).measure(part([0, 1, *chunks[-1], i], None)).maximum > width:
                 chunks.append([])
             chunks[-1].append(i)
         heading = "Parameters" if self.all_params else "Parameters that differ"
         titles = [heading] + [f"{heading} ({n}/{len(chunks)})" for n in range(2, len(chunks) + 1)]
         if len(chunks) > 1:
             titles[0] += f" (1/{len(chunks)})"
-        return [part(keep, self.title, self.note), *(part([0, *chunk], t) for chunk, t in zip(chunks, titles, strict=True))]
+        return [part(keep, self.title, self.note), *(part([0, 1, *chunk], t) for chunk, t in zip(chunks, titles, strict=True))]
 
     def render(self, fmt: str, width: int | None = None) -> str:
         """The comparison as ``table`` (rich, for a terminal), ``markdown``, ``csv`` or ``json``."""

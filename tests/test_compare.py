@@ -200,8 +200,9 @@ def test_many_differing_parameters_are_split_over_tables_without_folding_a_value
     assert max(len(line.rstrip()) for line in text.splitlines()) <= 100
     for name in [*many, "init_std"]:  # every heading and value whole, on its own line
         assert sum(line.split().count(name) for line in text.splitlines()) == 1
-    scratch_cells = [cell for line in text.splitlines() if line.strip().startswith("scratch") for cell in line.split()[1:]]
-    assert scratch_cells.count("0.001") == 13
+    rows = [line.split() for line in text.splitlines() if line.split()[1:2] in (["scratch"], ["nn-module"])]
+    assert {tuple(r[:2]) for r in rows} == {("1", "nn-module"), ("2", "scratch")}  # numbered alike in every table
+    assert [cell for r in rows if r[1] == "scratch" for cell in r[2:]].count("0.001") == 13
     assert "Parameters that differ" not in comparison.render("table", width=400)  # one table when it fits
     every = compare.build(comparison.rows[0].records + comparison.rows[1].records, "t", all_params=True)
     assert "Parameters (1/" in every.render("table", width=100) and "differ" not in every.render("table", width=100)
