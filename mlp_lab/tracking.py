@@ -183,9 +183,10 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 class Tracker:
     """An MLflow experiment in a store: creates runs and logs to them.
 
-    Opening the store imports MLflow, creates the tables and finds the experiment; unless
-    ``prepare`` is false, it also imports what runs need later (:func:`prepare_for_runs`), so that
-    all of it is imported by one thread. With ``background=True`` this happens in a thread, beside the caller's
+    Opening the store imports MLflow, creates the tables and finds the experiment (a new one is
+    created when the first run needs it: see :attr:`experiment_id`); unless ``prepare`` is false,
+    it also imports what runs need later (:func:`prepare_for_runs`), so that all of it is imported
+    by one thread. With ``background=True`` this happens in a thread, beside the caller's
     own preparation (``mlp-lab run`` loads its data meanwhile, then waits for the store before
     training: beside training, the opening cost training 1.5 times the CPU it took). Whatever needs
     the store waits for it (:meth:`wait`), and a store that cannot be opened raises
@@ -204,6 +205,8 @@ class Tracker:
         self.experiment = experiment
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._experiment_id: str | None = None  # None until the experiment exists (see experiment_id)
+        self._creating = threading.Lock()
         if background:
             threading.Thread(target=self._open, name="mlflow-open", daemon=True).start()
         else:
@@ -217,19 +220,17 @@ class Tracker:
 
             quiet_mlflow_logs()
             mlflow.set_tracking_uri(self.uri)
-            with _store_lock(self.uri):  # two mlp-lab processes must not both create the tables or the experiment
+            with _store_lock(self.uri):  # two mlp-lab processes must not both create the tables
                 _create_sqlite_store(self.uri)
                 client = MlflowClient(self.uri)
                 found = client.get_experiment_by_name(self.experiment)
-                if found is not None and found.lifecycle_stage == "deleted":
-                    raise deleted_experiment(found, self.uri)
-                if found is None:
-                    artifacts = _experiment_artifacts(self.uri, self.experiment)
-                    found = client.get_experiment(client.create_experiment(self.experiment, artifact_location=artifacts))
-                self._experiment_id = found.experiment_id
-            mlflow.set_experiment(experiment_id=self._experiment_id)  # where MLflow puts logged models
-            check_artifact_location(found.artifact_location)
             self._client = client
+            if found is not None and found.lifecycle_stage == "deleted":
+                raise deleted_experiment(found, self.uri)
+            if found is not None:
+                self._use(found)
+            elif (artifacts := _experiment_artifacts(self.uri, self.experiment)) is not None:
+                check_artifact_location(artifacts)  # where the experiment will keep them, once created
             if self._prepare:
                 prepare_for_runs()
         except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for the store
@@ -258,7 +259,36 @@ class Tracker:
 
     @property
     def experiment_id(self) -> str:
-        return self.wait()._experiment_id
+        """The experiment's id. An experiment that does not exist yet is created now, when the first run needs
+        it: a command that fails before any run (bad data, Ctrl-C) leaves no empty experiment behind."""
+        self.wait()
+        with self._creating:
+            if self._experiment_id is None:
+                try:
+                    self._create_experiment()
+                except StoreError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - whatever the store raised
+                    raise store_error(self.uri, exc) from None
+        return self._experiment_id
+
+    def _create_experiment(self) -> None:
+        client = self._client
+        with _store_lock(self.uri):  # two mlp-lab processes must not both create it
+            found = client.get_experiment_by_name(self.experiment)
+            if found is None:
+                artifacts = _experiment_artifacts(self.uri, self.experiment)
+                found = client.get_experiment(client.create_experiment(self.experiment, artifact_location=artifacts))
+        if found.lifecycle_stage == "deleted":  # deleted since the store was opened
+            raise deleted_experiment(found, self.uri)
+        self._use(found)
+
+    def _use(self, experiment: Any) -> None:
+        import mlflow
+
+        check_artifact_location(experiment.artifact_location)
+        mlflow.set_experiment(experiment_id=experiment.experiment_id)  # where MLflow puts logged models
+        self._experiment_id = experiment.experiment_id
 
     def start_run(
         self, name: str, params: dict[str, Any], tags: dict[str, str] | None = None, parent: str | None = None

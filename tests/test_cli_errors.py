@@ -66,6 +66,23 @@ def test_bad_input_is_one_line_exit_2_and_no_run(case, run_cli, store):
     assert runs_in(store) == []
 
 
+def test_a_run_that_fails_before_training_leaves_no_empty_experiment(run_cli, store, tmp_path):
+    """The store opens beside the data loading; the experiment is made only when the first run is."""
+    from mlflow import MlflowClient
+
+    from mlp_lab import mnist
+
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    for name in mnist.FILES.values():
+        (corrupt / name).write_bytes(b"not MNIST")
+    result = run_cli("run", "--plugin", "scratch", "--full", "--data-dir", corrupt, "--experiment", "fresh")
+    assert result.exit_code == 2 and "checksum" in result.stderr, result.output
+    assert MlflowClient(f"sqlite:///{store / 'mlflow.db'}").get_experiment_by_name("fresh") is None
+    made = run_cli("run", "--plugin", "scratch", "--tiny", "--steps", "2", "-q", "--experiment", "fresh")
+    assert made.exit_code == 0 and [r.info.run_name for r in runs_in(store, "fresh")] == ["scratch-s1337"], made.output
+
+
 def test_gradcheck_unknown_plugin(run_cli):
     result = run_cli("gradcheck", "--plugin", "nope")
     (line,) = result.stderr.strip().splitlines()
@@ -113,7 +130,7 @@ def test_a_store_that_cannot_take_the_run_fails_before_training(store, tmp_path)
 
     from mlp_lab.tracking import Tracker
 
-    Tracker(None, "gone")
+    Tracker(None, "gone").experiment_id  # noqa: B018 - made with its first run, or when asked for
     client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
     client.delete_experiment(client.get_experiment_by_name("gone").experiment_id)
     command = [sys.executable, "-m", "mlp_lab", "run", "--plugin", "scratch", "--steps", "1000000", "--experiment", "gone"]
