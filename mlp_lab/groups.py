@@ -9,6 +9,7 @@ from typing import Any
 
 from mlp_lab.errors import first_line
 from mlp_lab.options import as_logged
+from mlp_lab.output import unless_unread
 from mlp_lab.runs import Outcome, RunSpec, execute
 
 
@@ -64,8 +65,11 @@ def report(tracker: Any, parent_id: str) -> None:
     """
     from rich.console import Console
 
-    print()
     try:
-        print(tracker.report_group(parent_id, Console().width if sys.stdout.isatty() else 160), end="")
+        text = tracker.report_group(parent_id, Console().width if sys.stdout.isatty() else 160)
     except Exception as exc:  # noqa: BLE001 - the comparison is a view of runs that are safely stored
         print(f"Warning: no comparison for group {parent_id}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return
+    with unless_unread():
+        print()
+        print(text, end="")

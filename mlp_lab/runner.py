@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mlp_lab import output
 from mlp_lab.errors import UsageError
 from mlp_lab.registry import Implementation, check_overrides, get_registry
 
@@ -165,7 +166,7 @@ def print_outcomes(outcomes: list[Any], tracker: Any, parent: str | None) -> Non
         )
     probe = Console(width=1000)  # the table's natural width: nothing cut (run ids are copied into other commands)
     needed = Measurement.get(probe, probe.options, table).maximum
-    console = Console(file=sys.stdout, width=max(Console().width, needed))
+    console = output.console(file=sys.stdout, width=max(Console().width, needed))  # a reader gone (| head): it stops
     console.print(table)
     lines = [f"Tracked in {tracker.uri} (experiment id {tracker.experiment_id})."]
     if parent:
