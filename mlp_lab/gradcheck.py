@@ -49,12 +49,24 @@ def _seeded(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def at_random_weights(model, owner: str = "the model") -> None:  # noqa: ANN001
+    """Draw every parameter anew from a normal of std 1/sqrt(its largest dimension), as the notebook's
+    check draws ``randn`` weights: a seed's tiny init (std 0.001) keeps tanh' at 1 everywhere, where
+    a forgotten or misplaced derivative cannot show. Uses torch's generator (seed it first)."""
+    with torch.no_grad():
+        for p in checked_parameters(model, owner).values():
+            if p.is_floating_point():
+                p.normal_(0.0, 1 / math.sqrt(max(p.shape, default=1)))
+
+
 def hand_written(model, batch: Batch, owner: str = "the model") -> list[Row]:  # noqa: ANN001
-    """Hand-written gradients against autograd's, parameters and exposed activations alike.
+    """Hand-written gradients against autograd's, parameters and exposed activations alike, at random
+    weights (:func:`at_random_weights`).
 
     A parameter without a hand-written gradient is a failed row; a gradient named after neither a
     parameter nor an activation, or a loss autograd cannot differentiate, a :class:`PluginError`.
     """
+    at_random_weights(model, owner)
     params = checked_parameters(model, owner)
     for p in params.values():
         p.requires_grad_(True)
@@ -76,6 +88,9 @@ def hand_written(model, batch: Batch, owner: str = "the model") -> list[Row]:  #
         mine = mine.detach()
         if ref is None:  # the loss does not depend on it: autograd's gradient is zero
             ref = torch.zeros_like(mine)
+            if name in activations and bool(mine.ne(0).any()):  # yet a gradient is claimed: another graph's tensor
+                rows.append(Row(f"{name} (not from the loss's forward pass)", False, False, math.inf))
+                continue
         if mine.shape != ref.shape:
             rows.append(Row(f"{name} (shape {tuple(mine.shape)}, autograd's {tuple(ref.shape)})", False, False, math.inf))
             continue
@@ -124,6 +139,14 @@ def finite_differences(model, batch: Batch, seed: int, entries: int, eps: float 
     return rows
 
 
+def _near_misses(model_class: type) -> list[str]:
+    """Methods named almost ``forward_backward`` (a typo that leaves the hand-written gradients unused)."""
+    import difflib
+
+    names = {n for klass in model_class.__mro__ for n, value in vars(klass).items() if callable(value)} - {"forward_backward"}
+    return difflib.get_close_matches("forward_backward", sorted(names), cutoff=0.8)
+
+
 def run(impl: Implementation, hp: Hyperparams, samples: int, seed: int, entries: int) -> int:
     """Print the table for ``impl``; 0 when every gradient is approximately equal, else 1."""
     from rich.console import Console
@@ -136,21 +159,30 @@ def run(impl: Implementation, hp: Hyperparams, samples: int, seed: int, entries:
     try:
         model = model_class(hp)
         if model_class.has_hand_written_gradients():
-            title = f"{impl.name}: hand-written gradients vs autograd ({samples} samples)"
+            title = f"{impl.name}: hand-written gradients vs autograd, random weights ({samples} samples)"
             rows = hand_written(model, batch, impl.label)
         else:
             title = f"{impl.name}: autograd vs finite differences, float64 ({samples} samples)"
+            near = _near_misses(model_class)
+            if near:
+                print(
+                    f"Note: {model_class.__name__} defines {', '.join(near)}, not forward_backward: "
+                    "no hand-written gradients are used, so autograd's are checked",
+                    file=sys.stderr,
+                )
             rows = finite_differences(model, batch, seed, entries, owner=impl.label)
     except PluginError:
         raise
     except Exception as exc:  # the plugin's own code raised: one line, as mlp-lab run reports it
         raise PluginError(f"{impl.label} failed: {type(exc).__name__}: {first_line(exc)}") from exc
-    table = Table(title=title, title_justify="left")
+    table = Table()
     for col in ("tensor", "exact", "approximate", "max diff"):
         table.add_column(col, justify="right" if col == "max diff" else "left")
     for r in rows:
         table.add_row(r.name, str(r.exact), str(r.approximate), f"{r.max_diff:.3e}", style=None if r.approximate else "red")
-    Console(file=sys.stdout).print(table)
+    console = Console(file=sys.stdout)
+    console.print(title, soft_wrap=True, highlight=False, markup=False)  # whole, above the table: never wrapped
+    console.print(table)
     bad = [r.name for r in rows if not r.approximate]
     if bad:
         print(f"Gradient mismatch in: {', '.join(bad)}", file=sys.stderr)

@@ -40,7 +40,7 @@ def test_scratch_gradients_match_autograd(run_cli):
     rows = table_rows(result.stdout)
     assert set(rows) == {"h2", "z2", "w2", "b2", "h1", "z1", "w1", "b1"}
     assert all(r[1] == "True" for r in rows.values())
-    assert rows["w2"][0] == "True"  # as in the notebook, some are exact, the others approximate
+    assert rows["h2"][0] == "True"  # as in the notebook, some are exact, the others approximate
     assert "All 8 gradients match." in result.stdout
 
 
@@ -114,6 +114,62 @@ def test_an_activation_the_loss_does_not_use_has_gradient_zero(run_cli, plugin_d
     result = run_cli("gradcheck", "--plugin", "extra-activation")
     assert result.exit_code == 0, result.output
     assert table_rows(result.stdout)["unused"][:2] == ["True", "True"]  # exact and approximate
+
+
+LEARNER = """
+from mlp_lab import Option, hookimpl
+from mlp_lab_plugins import scratch
+from mlp_lab_plugins.scratch import Scratch, forward, loss
+from mlp_lab_plugins.seed import TANH_MSE
+
+
+def no_output_derivative(p, x, y, a):  # the learner's slip: dz2 = dh2, tanh' forgotten at the output
+    g = scratch.backward(p, x, y, a)
+    g["z2"] = dz2 = g["h2"]
+    g["w2"], g["b2"] = a["h1"].T @ dz2, dz2.sum(0)
+    g["h1"] = dh1 = dz2 @ p["w2"].T
+    g["z1"] = dz1 = (1 - a["h1"] ** 2) * dh1
+    g["w1"], g["b1"] = x.T @ dz1, dz1.sum(0)
+    return g
+
+
+class Forgot(Scratch):
+    def forward_backward(self, batch):
+        y = self.hp.target_scale * batch.onehot
+        a = forward(self.p, batch.x)
+        return loss(a["h2"], y), a, no_output_derivative(self.p, batch.x, y, a)
+
+
+class SecondPass(Scratch):  # right gradients, but of activations from another forward pass than the loss's
+    def forward_backward(self, batch):
+        lsi, _, grads = super().forward_backward(batch)
+        return lsi, forward(self.p, batch.x), grads
+
+
+class Typo(Scratch):  # forward_backwards: never called, so autograd's gradients are the ones checked
+    forward_backwards = Scratch.forward_backward
+    forward_backward = scratch.Model.forward_backward
+
+
+@hookimpl
+def register_implementations(register):
+    options = (*TANH_MSE, Option("decay_at", int, 5000), Option("decay", float, 0.1))
+    register("forgot", "Scratch without tanh' at the output.", Forgot, options=options)
+    register("second-pass", "Scratch returning another pass's activations.", SecondPass, options=options)
+    register("typo", "Scratch with forward_backward misspelt.", Typo, options=options)
+"""
+
+
+def test_a_learners_slips_are_caught_and_named(run_cli, plugin_dist):
+    plugin_dist("learner-plugin", "learner_mod", LEARNER)
+    forgot = run_cli("gradcheck", "--plugin", "forgot")  # at the seed's init_std 0.001 tanh' is 1: random weights show it
+    assert forgot.exit_code == 1 and "Gradient mismatch in: z2, w2, b2, h1, z1, w1, b1" in forgot.stderr, forgot.output
+    second = run_cli("gradcheck", "--plugin", "second-pass")
+    assert second.exit_code == 1, second.output
+    assert "h2 (not from the loss's forward pass)" in second.stdout
+    typo = run_cli("gradcheck", "--plugin", "typo", "--entries", "2")
+    assert typo.exit_code == 0 and "autograd vs finite differences" in typo.stdout, typo.output
+    assert "Note: Typo defines forward_backwards, not forward_backward" in typo.stderr
 
 
 FLAWED = """
