@@ -149,7 +149,10 @@ def store_error(uri: str, exc: BaseException) -> StoreError:
     reason = first_line(exc)
     database = sqlite_path(uri)
     if database is not None and re.search(r"table \S+ already exists|duplicate column name", reason):
-        reason += f" (its tables were only partly made: move {database} away and run again)"
+        reason += (
+            f" (its tables were only partly made or upgraded: a new store can be moved away ({database}) and made"
+            " again; one that holds runs, restored from a backup)"
+        )
     return StoreError(f"cannot open the MLflow store {uri}: {reason}")
 
 
@@ -660,22 +663,34 @@ def _create_sqlite_store(uri: str) -> None:
 
     MLflow creates a store's tables in some thirty migrations, each committed on its own: a process
     killed among them (``kill -9``, a closed laptop) would leave a store that no later run can open
-    ("table ... already exists"). So the tables are made in a file beside it, which then takes the
-    store's name in one rename. A file left by a creation that was cut short is started over.
+    ("table ... already exists"). So the tables are made in a file beside it, under a name of its
+    own (MLflow keeps the stores it opened by URI), which then takes the store's name, unless a
+    store appeared there meanwhile (made by ``mlflow server``, say): that one is kept. Files left by
+    creations cut short are removed.
     """
     from mlflow import MlflowClient
 
     database = sqlite_path(uri)
     if database is None or database.exists():
         return
-    partial = database.with_name(f".{database.name}.creating")
-    for leftover in (partial, partial.with_name(partial.name + "-journal")):
+    for leftover in database.parent.glob(f".{database.name}.creating-*"):
         leftover.unlink(missing_ok=True)
-    client = MlflowClient(f"sqlite:///{partial}")  # creates the tables
-    engine = getattr(getattr(getattr(client, "_tracking_client", None), "store", None), "engine", None)
-    if engine is not None:
-        engine.dispose()  # MLflow keeps the store: let go of the file about to be renamed
-    os.replace(partial, database)
+    partial = database.with_name(f".{database.name}.creating-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        client = MlflowClient(f"sqlite:///{partial}")  # creates the tables
+        engine = getattr(getattr(getattr(client, "_tracking_client", None), "store", None), "engine", None)
+        if engine is not None:
+            engine.dispose()  # MLflow keeps the store: let go of the file before it is renamed
+        try:
+            os.link(partial, database)  # fails, rather than replaces, if a store appeared meanwhile
+        except FileExistsError:
+            pass
+        except OSError:  # no hard links here (Windows' FAT, some network folders): a rename, checked first
+            if not database.exists():
+                os.rename(partial, database)
+    finally:
+        partial.unlink(missing_ok=True)
+        partial.with_name(partial.name + "-journal").unlink(missing_ok=True)
 
 
 def _experiment_artifacts(uri: str, experiment: str) -> str | None:

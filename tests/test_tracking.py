@@ -152,19 +152,60 @@ def test_a_store_killed_while_its_tables_are_made_leaves_nothing_that_breaks_the
     from tests.conftest import subprocess_env
 
     store.mkdir()
-    database, partial = store / "mlflow.db", store / ".mlflow.db.creating"
+    database = store / "mlflow.db"
+
+    def partial() -> bool:
+        return any(p.name.startswith(".mlflow.db.creating-") for p in store.iterdir())
+
     code = "from mlp_lab.tracking import Tracker; Tracker(None, 'cut-short', prepare=False)"
     child = subprocess.Popen([sys.executable, "-c", code], cwd=store.parent, env=subprocess_env())
     try:
-        assert wait_for(lambda: partial.exists() or database.exists() or child.poll() is not None, 60)
+        assert wait_for(lambda: partial() or database.exists() or child.poll() is not None, 60)
         time.sleep(delay)  # somewhere in the migrations (they take two seconds or so)
         os.kill(child.pid, signal.SIGKILL)
     finally:
         child.wait()
-    assert database.exists() != partial.exists()  # cut short: only the file aside; else (a fast machine) the whole store
+    assert database.exists() != partial()  # cut short: only the file aside; else (a fast machine) the whole store
     tracker = Tracker(None, "next", prepare=False)  # the next run starts the creation over
     assert tracker.client.get_experiment(tracker.experiment_id).name == "next"
-    assert database.exists() and not any(p.name.startswith(".mlflow.db.creating") for p in store.iterdir())
+    assert database.exists() and not partial()
+
+
+def test_a_store_made_meanwhile_by_another_program_is_kept(store, monkeypatch):
+    """``mlflow server`` (say) creates the store while mlp-lab makes its tables aside: the other one stays."""
+    import sqlite3
+
+    from mlflow import MlflowClient
+
+    from mlp_lab import tracking
+
+    store.mkdir()
+    made = MlflowClient.__init__
+
+    def meanwhile(self, uri=None, *args, **kwargs):
+        made(self, uri, *args, **kwargs)
+        if ".creating-" in str(uri):  # while mlp-lab's tables are made aside
+            with sqlite3.connect(store / "mlflow.db") as db:
+                db.execute("CREATE TABLE theirs (x)")
+
+    monkeypatch.setattr(MlflowClient, "__init__", meanwhile)
+    tracking._create_sqlite_store(f"sqlite:///{store / 'mlflow.db'}")
+    with sqlite3.connect(store / "mlflow.db") as db:
+        assert db.execute("SELECT name FROM sqlite_master").fetchall() == [("theirs",)]
+    assert [p.name for p in store.iterdir()] == ["mlflow.db"]  # nothing left beside it
+
+
+def test_a_store_made_again_in_one_process_is_made_whole(tmp_path):
+    """MLflow keeps the stores it opened by URI: a second creation at the same path must not reuse the first."""
+    import shutil
+
+    from mlp_lab import tracking
+
+    for _ in range(2):
+        (tmp_path / "mlruns").mkdir()
+        tracking._create_sqlite_store(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+        assert (tmp_path / "mlruns" / "mlflow.db").stat().st_size > 100_000
+        shutil.rmtree(tmp_path / "mlruns")
 
 
 def test_a_store_whose_tables_were_only_partly_made_says_what_to_do(run_cli, store):
@@ -183,7 +224,10 @@ def test_a_store_whose_tables_were_only_partly_made_says_what_to_do(run_cli, sto
     with sqlite3.connect(store / "mlflow.db") as db:  # as if cut short: a later table missing, the rest unrecorded
         db.execute("DROP TABLE assessments")
         db.execute("UPDATE alembic_version SET version_num = ?", (first,))
-    hint = f"(its tables were only partly made: move {store / 'mlflow.db'} away and run again)"
+    hint = (
+        f"(its tables were only partly made or upgraded: a new store can be moved away ({store / 'mlflow.db'}) and made"
+        " again; one that holds runs, restored from a backup)"
+    )
     broken = (store / "mlflow.db").read_bytes()  # each attempt to upgrade it gets further: each command gets this one
     result = run_cli("run", "--plugin", "scratch", "--tiny", "--steps", "3")  # opened by the tracking process
     assert result.exit_code != 0 and hint in result.stderr, result.output
