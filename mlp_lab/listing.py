@@ -70,17 +70,31 @@ def hand_written_gradients(impl: Implementation) -> bool | None:
         node = classes.get(class_name)
         if node is None or class_name in seen:
             return None
-        if any(isinstance(item, ast.FunctionDef) and item.name == "forward_backward" for item in node.body):
+        if any(name == "forward_backward" for item in node.body for name in _defined(item)):
             return True
         answers = []
         for base in node.bases:
             base_name = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", None)
-            answers.append(False if base_name == "Model" else overrides(base_name, seen | {class_name}))
+            if base_name in classes:  # a class of this module, whatever its name (even Model)
+                answers.append(overrides(base_name, seen | {class_name}))
+            else:
+                answers.append(False if base_name == "Model" else None)
         if True in answers:
             return True
         return False if answers and all(a is False for a in answers) else None
 
     return overrides(name, frozenset())
+
+
+def _defined(item: ast.stmt) -> list[str]:
+    """The names a statement of a class body defines: a method, or an attribute assigned."""
+    if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return [item.name]
+    if isinstance(item, ast.Assign):
+        return [t.id for t in item.targets if isinstance(t, ast.Name)]
+    if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+        return [item.target.id]
+    return []
 
 
 def _kind(option: dict[str, Any]) -> str:

@@ -48,14 +48,15 @@ def test_the_listing_tells_hand_written_gradients_without_importing_the_model(tm
     (tmp_path / "elsewhere_models.py").write_text(
         "from mlp_lab_plugins.scratch import Scratch\nclass Mine(Scratch):\n    pass\n"
         "class Own(Mine):\n    def forward_backward(self, batch):\n        pass\n"
+        "class Model(Own):\n    pass\nclass Local(Model):\n    pass\nclass Assigned(Mine):\n    forward_backward = print\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     scratch = get_registry().implementations["scratch"]
     answers = {
         name: hand_written_gradients(Implementation(**{**vars(scratch), "model": f"elsewhere_models:{name}"}))
-        for name in ("Mine", "Own", "Missing")
+        for name in ("Mine", "Own", "Missing", "Local", "Assigned")
     }
-    assert answers == {"Mine": None, "Own": True, "Missing": None}  # Mine's base lives in another module
+    assert answers == {"Mine": None, "Own": True, "Missing": None, "Local": True, "Assigned": True}  # Mine: base elsewhere
 
 
 def test_broken_plugins_are_reported_and_everything_else_works(plugin_dist, run_cli, store):
