@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -231,7 +232,10 @@ def gradcheck(plugin: str, samples: int, seed: int, entries: int, params: tuple[
     impl = get_registry().get(plugin)
     overrides = check_overrides([impl], overrides_of(params, {"hidden": hidden} if hidden is not None else {}))
     parse_seeds(seed, None, None)  # the same seed range as run's
-    overrides.setdefault("batch_size", samples)  # the model is built for the batch it is checked on
+    if "batch_size" not in overrides:  # the model is built for the batch it is checked on, where its options allow
+        with contextlib.suppress(UsageError):
+            impl.hyperparams({**overrides, "batch_size": samples})
+            overrides["batch_size"] = samples
     sys.exit(check.run(impl, impl.hyperparams(overrides), samples=samples, seed=seed, entries=entries))
 
 

@@ -40,8 +40,8 @@ def note_options_some_lack(impls: list[Implementation], overrides: dict[str, Any
     for name in overrides:
         lacking = [impl.name for impl in impls if name not in impl.all_options()]
         if lacking:
-            have, them = ("has", "it") if len(lacking) == 1 else ("have", "them")
-            print(f"Note: {', '.join(lacking)} {have} no option {name}: -p {name} is not applied to {them}", file=sys.stderr)
+            have, run = ("has", "runs") if len(lacking) == 1 else ("have", "run")
+            print(f"Note: {', '.join(lacking)} {have} no option {name}, so {run} without it", file=sys.stderr)
 
 
 def model_class_or_failure(impl: Implementation) -> Any:

@@ -284,8 +284,8 @@ def test_an_option_only_some_of_the_plugins_have_is_said_to_pass_the_others_by(r
                      "-p", "init-std=0.01", "-p", "lr=0.05", "--tiny", "--steps", "3", "-q")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines() == [
-        "Note: scratch has no option dropout: -p dropout is not applied to it",
-        "Note: relu has no option init_std: -p init_std is not applied to it",
+        "Note: scratch has no option dropout, so runs without it",
+        "Note: relu has no option init_std, so runs without it",
     ]  # lr: every implementation's
     params = {r.data.params["plugin"]: r.data.params for r in runs_in(store) if "plugin" in r.data.params}
     assert (params["relu"]["dropout"], params["scratch"]["init_std"], params["relu"]["lr"]) == ("0.5", "0.01", "0.05")
