@@ -167,7 +167,7 @@ class Comparison:
         return ["plugin", *self.columns, "runs", *(c.heading for c in METRICS[:3]), "steps", *(c.heading for c in METRICS[3:])]
 
     def cells(self, row: Row) -> list[str]:
-        counts = {**row.unfinished, "reruns": row.reruns}
+        counts = {**row.unfinished, "rerun" if row.reruns == 1 else "reruns": row.reruns}
         others = ", ".join(f"+{n} {status}" for status, n in counts.items() if n)
         runs = f"{len(row.finished)}" + (f" ({others})" if others else "")
         metric = {c.key: _mean_std_text(*row.mean_std(c.key), c.spec) for c in METRICS}

@@ -50,7 +50,10 @@ def comparison(loss: Sequence[Curve], accuracy: Sequence[Curve], title: str, ban
     from matplotlib.ticker import MaxNLocator
 
     labels = list(dict.fromkeys(c.label for c in [*accuracy, *loss]))
-    columns = 1 if len(labels) <= 4 else 2 if len(labels) <= 12 else 3  # the legend sits below both plots
+    # The legend sits below both plots: as many columns as the longest entry lets fit across (about 150
+    # characters at this size), and no more than the entries need; an entry too long for a line is cut.
+    longest = max((len(label) for label in labels), default=0) + 24  # " (3 runs, test 0.879)" and the line sample
+    columns = max(1, min(1 if len(labels) <= 4 else 2 if len(labels) <= 12 else 3, 150 // longest))
     fig = Figure(figsize=(12, 5 + 0.22 * -(-len(labels) // columns)), layout="constrained")
     ax_loss, ax_acc = fig.subplots(1, 2)
     dashes = ["-", "--", ":", "-."]  # identical curves (the same maths in two implementations) stay visible
@@ -60,7 +63,8 @@ def comparison(loss: Sequence[Curve], accuracy: Sequence[Curve], title: str, ban
     for ax, curves in ((ax_loss, loss), (ax_acc, accuracy)):
         for c in curves:
             runs = f"{c.runs} run{'s' if c.runs != 1 else ''}"
-            ax.plot(c.steps, c.mean, lw=1.6, label=f"{c.label} ({runs}{final.get(c.label, '')})", **style[c.label])
+            name = c.label if len(c.label) <= 120 else c.label[:119] + "…"
+            ax.plot(c.steps, c.mean, lw=1.6, label=f"{name} ({runs}{final.get(c.label, '')})", **style[c.label])
             if c.runs > 1:
                 ax.fill_between(c.steps, c.low, c.high, color=style[c.label]["color"], alpha=0.18, lw=0)
         ax.grid(True, alpha=0.3)

@@ -179,7 +179,7 @@ def test_a_seed_run_again_counts_once_by_its_latest_finished_run():
     comparison = compare.build(runs, "t")
     (row,) = comparison.rows
     assert [r.run_id for r in row.finished] == ["one", "new"] and row.mean_std("test_accuracy")[0] == pytest.approx(0.8)
-    assert comparison.cells(row)[1] == "2 (+1 failed, +1 reruns)"
+    assert comparison.cells(row)[1] == "2 (+1 failed, +1 rerun)"
     (item,) = json.loads(comparison.to_json())["rows"]
     assert (item["runs"], item["runs_reruns"], item["runs_failed"]) == (2, 1, 1)
     assert "counts once, by its latest finished run" in comparison.to_markdown()
