@@ -59,13 +59,48 @@ def read(path: Path, invert: bool = False) -> Images:
         try:
             with Image.open(path) as image:
                 if image.size != (28, 28):
-                    raise UsageError(f"{path}: image is {image.size[0]}x{image.size[1]}, expected 28x28 (MNIST-sized)")
+                    raise UsageError(
+                        f"{path}: image is {image.size[0]}x{image.size[1]}, expected 28x28 (MNIST-sized): resize it"
+                        " first, e.g. PIL.Image.open(path).resize((28, 28))"
+                    )
                 rows = np.asarray(image.convert("L"), dtype=np.float32).reshape(1, 784)
+                opacity = _opacity(image)
         except UnidentifiedImageError:
             raise UsageError(f"{path}: not an image Pillow can read (expected a 28x28 PNG or a .npy array)") from None
+        if opacity is not None:  # drawn on a transparent background: what is drawn is the digit, whatever its colour
+            if invert:
+                raise UsageError(
+                    f"{path}: its background is transparent, so the drawing is read as the digit: leave out --invert"
+                )
+            rows = opacity
     if invert:
         rows = 255.0 - rows
+    check_background(path, rows, invert)
     return Images(path, rows)
+
+
+def _opacity(image: Any) -> np.ndarray | None:
+    """The alpha channel as grey levels, for an image whose opacity varies (a drawing on a transparent background)."""
+    if image.mode not in ("RGBA", "LA", "PA") and "transparency" not in image.info:
+        return None
+    alpha = np.asarray(image.convert("RGBA"), dtype=np.float32)[:, :, 3].reshape(1, 784)
+    return alpha if alpha.min() < alpha.max() else None
+
+
+def check_background(path: Path, rows: np.ndarray, invert: bool) -> None:
+    """A usage error for images MNIST's models would misread without a word: blank ones, and dark digits on a
+    light background (told by the image's outer two pixels, dark in MNIST's)."""
+    images = rows.reshape(-1, 28, 28)
+    frame = np.ones((28, 28), dtype=bool)
+    frame[2:-2, 2:-2] = False
+    border = images[:, frame]
+    for i, image in enumerate(images):
+        where = f"{path}" if len(images) == 1 else f"{path}[{i}]"
+        if image.min() == image.max():
+            raise UsageError(f"{where}: the image is blank (all grey level {image.min():g})")
+        if border[i].mean() > 127:
+            fix = "it is light on dark already: leave out --invert" if invert else "add --invert"
+            raise UsageError(f"{where}: a dark digit on a light background (its border is light): {fix}")
 
 
 def check_grey_levels(path: Path, rows: np.ndarray) -> None:

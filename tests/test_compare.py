@@ -402,7 +402,7 @@ def test_predict_errors_are_one_line(lab, tmp_path):
     Image.new("L", (20, 20)).save(tmp_path / "small.png")
     (tmp_path / "text.png").write_text("not an image")
     good = tmp_path / "good.npy"
-    np.save(good, np.zeros((28, 28)))
+    np.save(good, raw[0].reshape(28, 28))
     child = lab.children[0].info.run_id
     cases = [
         ((child, tmp_path / "bad.npy"), "expected images shaped"),
@@ -419,6 +419,34 @@ def test_predict_errors_are_one_line(lab, tmp_path):
         result = invoke("predict", "--tracking-uri", lab.uri, "--run", run_id, path)
         assert result.exit_code == 2, (path, result.output)
         assert message in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_predict_reads_drawings_as_mnist_and_refuses_what_it_would_misread(lab, tmp_path):
+    """A dark digit on white, a drawing on a transparent background, a blank image: read right, or refused."""
+    digit = data.load("tiny").raw_test[0].numpy().reshape(28, 28).astype(np.uint8)  # light on dark, as MNIST
+    Image.fromarray(digit).save(tmp_path / "light.png")
+    Image.fromarray(255 - digit).save(tmp_path / "dark.png")
+    ink = np.zeros((28, 28, 4), dtype=np.uint8)
+    ink[:, :, 3] = digit  # black strokes, their opacity the digit: a drawing app's export
+    Image.fromarray(ink, "RGBA").save(tmp_path / "drawn.png")
+    Image.new("L", (28, 28), 255).save(tmp_path / "blank.png")
+    run_id = lab.children[0].info.run_id
+
+    def predict(*args):
+        return invoke("predict", "--tracking-uri", lab.uri, "--run", run_id, *args)
+
+    expected = predict(tmp_path / "light.png").stdout.rsplit(": ", 1)[1]
+    assert predict("--invert", tmp_path / "dark.png").stdout.rsplit(": ", 1)[1] == expected
+    assert predict(tmp_path / "drawn.png").stdout.rsplit(": ", 1)[1] == expected
+    refused = [
+        (("dark.png",), "a dark digit on a light background (its border is light): add --invert"),
+        (("--invert", "light.png"), "it is light on dark already: leave out --invert"),
+        (("--invert", "drawn.png"), "its background is transparent, so the drawing is read as the digit"),
+        (("blank.png",), "the image is blank (all grey level 255)"),
+    ]
+    for args, message in refused:
+        result = predict(*args[:-1], tmp_path / args[-1])
+        assert result.exit_code == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.output
 
 
 def test_grey_level_check_accepts_raw_images_and_says_what_is_wrong_with_others(tmp_path):
