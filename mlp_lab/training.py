@@ -30,6 +30,10 @@ class BadScores(RuntimeError):
     """``predict`` returned something other than (N, 10) class scores, or NaN among them."""
 
 
+class Diverged(NonFiniteLoss):
+    """Training made a parameter NaN or infinite (its loss may still have been finite)."""
+
+
 class BadLoss(RuntimeError):
     """``train_step`` or ``loss`` returned something other than the loss as a one-element tensor."""
 
@@ -78,6 +82,15 @@ def evaluate(model: Model, batch: Batch) -> tuple[float, float]:
     return total_loss / n, correct / n
 
 
+def check_finite_parameters(model: Model, step: int) -> None:
+    """:class:`Diverged` naming the first parameter that is NaN or infinite after ``step`` steps, if one is."""
+    from mlp_lab.model import checked_parameters
+
+    for name, p in checked_parameters(model, "the model").items():
+        if p.is_floating_point() and not bool(p.detach().isfinite().all()):
+            raise Diverged(f"training diverged: parameter {name} is NaN or infinite after step {step} (a lower lr?)")
+
+
 def train(
     model: Model,
     data: Dataset,
@@ -119,7 +132,11 @@ def train(
     def run_eval(step: int) -> None:
         t = time.perf_counter()
         model.train(False)
-        train_loss, train_acc = evaluate(model, data.train)
+        try:
+            train_loss, train_acc = evaluate(model, data.train)
+        except BadScores:  # NaN scores after training steps: say the training diverged, if it did
+            check_finite_parameters(model, step)
+            raise
         test_loss, test_acc = evaluate(model, data.test)
         model.train(True)
         ev = Evaluation(step, train_loss, train_acc, test_loss, test_acc, summary.train_time_s)

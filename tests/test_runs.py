@@ -26,12 +26,17 @@ from mlp_lab_plugins.scratch import Scratch
 
 class Faulty(Scratch):
     def train_step(self, batch, step):
+        if self.hp.how == "diverge" and step == 9:  # a finite loss, then parameters past float32's range
+            loss = super().train_step(batch, step)
+            self.p["w2"].fill_(math.inf)
+            return loss
         if step == self.hp.fail_at:
             if self.hp.how == "raise":
                 raise RuntimeError("planted failure")
             if self.hp.how == "interrupt":
                 raise KeyboardInterrupt
-            return torch.tensor(math.nan)
+            if self.hp.how == "nan":
+                return torch.tensor(math.nan)
         return super().train_step(batch, step)
 
 @hookimpl
@@ -39,7 +44,7 @@ def register_implementations(register):
     register("faulty", "Scratch that fails on purpose.", Faulty, defaults={"steps": 40, "eval_every": 10},
              options=[Option("init_std", float, 1e-3), Option("target_scale", float, 0.9),
                       Option("decay_at", int, 5000), Option("decay", float, 0.1),
-                      Option("fail_at", int, 5), Option("how", str, "raise", choices=("raise", "nan", "interrupt"))])
+                      Option("fail_at", int, 5), Option("how", str, "raise", choices=("raise", "nan", "interrupt", "diverge"))])
 """
 
 
@@ -173,7 +178,11 @@ def test_same_seed_same_numbers_other_seed_other_numbers(run_cli, store):
 
 @pytest.mark.parametrize(
     ("how", "expected"),
-    [("raise", "RuntimeError: planted failure"), ("nan", "the training loss became nan at step 5")],
+    [
+        ("raise", "RuntimeError: planted failure"),
+        ("nan", "the training loss became nan at step 5"),
+        ("diverge", "Diverged: training diverged: parameter w2 is NaN or infinite after step 10 (a lower lr?)"),
+    ],
 )
 def test_a_failing_plugin_ends_its_run_failed_and_others_go_on(how, expected, run_cli, store, plugin_dist):
     plugin_dist("faulty-plugin", "faulty_mod", FAULTY)
@@ -187,7 +196,7 @@ def test_a_failing_plugin_ends_its_run_failed_and_others_go_on(how, expected, ru
     assert expected in error and "faulty-plugin" in error and "'faulty'" in error
     assert expected in result.stderr
     kept = client(store).get_metric_history(bad.info.run_id, "train_loss")
-    assert len(kept) == (5 if how == "raise" else 10)  # nan is found when the interval's losses are fetched
+    assert len(kept) == (5 if how == "raise" else 10)  # nan, and NaN scores, are found when the interval ends
     assert "error.txt" in [a.path for a in client(store).list_artifacts(bad.info.run_id)]
     group = runs[None]
     assert group.data.metrics["runs_succeeded"] == 1 and group.data.metrics["runs_failed"] == 1
