@@ -343,12 +343,15 @@ def new_plugin(name: str, folder: Path | None) -> None:
     names, target, files = create(name, folder)
     click.echo(f"Created plugin '{names.name}' (module {names.module}) in {target}:")
     click.echo("".join(f"  {f}\n" for f in files), nl=False)
+    import shlex
+
+    python = shlex.quote(sys.executable)  # the Python mlp-lab runs on: its pip installs where mlp-lab looks
     click.echo(
         "Next:\n"
-        f"  pip install -e '{target}[test]'\n"
+        f"  {python} -m pip install -e {shlex.quote(f'{target}[test]')}\n"
         f"  mlp-lab plugins\n"
         f"  mlp-lab run --plugin {names.name} --tiny --steps 200\n"
-        f"  pytest {target / 'tests'}"
+        f"  {python} -m pytest {shlex.quote(str(target / 'tests'))}"
     )
 
 

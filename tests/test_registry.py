@@ -119,6 +119,17 @@ def test_a_name_in_the_load_filter_that_no_package_has_is_named(monkeypatch, run
     assert json.loads(run_cli("plugins", "--json").stdout)["load_filter_unmatched"] == []
 
 
+def test_a_plugin_folder_not_installed_yet_says_how_to_install_it(run_cli, store, tmp_path):
+    import sys
+
+    (tmp_path / "my-mlp").mkdir()
+    (tmp_path / "my-mlp" / "pyproject.toml").write_text("[project]\nname = 'my-mlp'\n")  # as new-plugin leaves it
+    result = run_cli("run", "--plugin", "my-mlp")
+    assert result.exit_code == 2 and result.stderr.rstrip().endswith(
+        f"; ./my-mlp is a package not installed yet: {sys.executable} -m pip install -e ./my-mlp"
+    ), result.stderr
+
+
 @pytest.mark.parametrize("value, traced", [("1", True), ("yes", True), ("0", False), ("off", False), ("", False)])
 def test_plugin_tracing_is_on_for_yes_and_off_for_no(monkeypatch, run_cli, value, traced):
     monkeypatch.setenv("MLP_LAB_TRACE_PLUGINS", value)
