@@ -540,6 +540,8 @@ def _mlflow_call(fn: Any, *args: Any, what: str = "", **kwargs: Any) -> Any:
     except MlflowException as exc:
         if exc.error_code == "INVALID_PARAMETER_VALUE":
             message = first_line(exc)
+            if what.startswith("--filter") and "attribute key" in message:  # 'lr = 0.1': a parameter named bare
+                message += "; parameters and metrics are named params.NAME, metrics.NAME (params.lr = '0.1')"
             raise UsageError(f"{what}: {message}" if what else message) from None
         raise
 

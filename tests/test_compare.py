@@ -284,6 +284,7 @@ def test_selection_errors_are_one_line(lab, run_cli):
     cases = [
         (("--experiment", "nope"), 2, "no experiment named 'nope'"),
         (("--filter", "params.lr ~ 1"), 2, "--filter 'params.lr ~ 1'"),
+        (("--filter", "lr = 0.1"), 2, "; parameters and metrics are named params.NAME, metrics.NAME (params.lr = '0.1')"),
         (("--group", "0123456789abcdef"), 2, "--group 0123456789abcdef: no run of that id, nor group of that name, in"),
         (("--group", lab.children[0].info.run_id), 2, "is not a comparison group"),
         (("--group", lab.group.info.run_id, "--experiment", "other"), 2, "the group is in experiment 'mlp-lab', not in"),
