@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 import sys
 from typing import Any
@@ -15,6 +16,7 @@ BOUNDS = (("min", ">="), ("max", "<="), ("above", ">"), ("below", "<"))
 def plugin_listing() -> dict[str, Any]:
     """Implementations, broken plugins and name clashes, as plain data (the ``--json`` output)."""
     registry = get_registry()
+    _read.cache_clear()  # sources as they are now
     return {
         "implementations": [
             {
@@ -27,6 +29,7 @@ def plugin_listing() -> dict[str, Any]:
                 "location": impl.location,
                 "model": impl.model if isinstance(impl.model, str) else f"{impl.model.__module__}:{impl.model.__qualname__}",
                 "hand_written_gradients": hand_written_gradients(impl),
+                "model_problem": model_source(impl)[1],  # a model module that cannot be found or read; else null
                 "defaults": {name: impl.default(name) for name in impl.all_options()},
                 "options": [
                     {
@@ -48,6 +51,31 @@ def plugin_listing() -> dict[str, Any]:
     }
 
 
+def model_source(impl: Implementation) -> tuple[ast.Module | None, str | None]:
+    """The parsed source of a model registered by path, or what keeps it from being read (its module missing,
+    a syntax error): found without importing it (which would import torch)."""
+    if not isinstance(impl.model, str):
+        return None, None
+    return _read(impl.model.partition(":")[0])
+
+
+@functools.cache
+def _read(module_name: str) -> tuple[ast.Module | None, str | None]:  # the variants share one module
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except Exception as exc:  # noqa: BLE001 - a parent package that fails to import, say
+        return None, f"{module_name} cannot be found: {type(exc).__name__}: {exc}"
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None, None if spec is not None else f"no module {module_name}"
+    try:
+        with open(spec.origin, encoding="utf-8") as f:
+            return ast.parse(f.read(), filename=spec.origin), None
+    except SyntaxError as exc:
+        return None, f"{module_name}: SyntaxError: {exc.msg} ({exc.filename}, line {exc.lineno})"
+    except (OSError, ValueError) as exc:
+        return None, f"{module_name} cannot be read: {exc}"
+
+
 def hand_written_gradients(impl: Implementation) -> bool | None:
     """Whether the model overrides ``forward_backward``; None where that cannot be told without importing it.
 
@@ -57,13 +85,10 @@ def hand_written_gradients(impl: Implementation) -> bool | None:
     """
     if not isinstance(impl.model, str):
         return impl.model.has_hand_written_gradients()
-    module_name, _, name = impl.model.partition(":")
-    try:
-        spec = importlib.util.find_spec(module_name)
-        with open(spec.origin, encoding="utf-8") as f:  # type: ignore[union-attr, arg-type]
-            tree = ast.parse(f.read())
-    except Exception:  # noqa: BLE001 - unreadable here: running it will say why
+    tree, _ = model_source(impl)
+    if tree is None:
         return None
+    name = impl.model.partition(":")[2]
     classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
 
     def overrides(class_name: str, seen: frozenset[str]) -> bool | None:
@@ -129,6 +154,8 @@ def print_listing(listing: dict[str, Any]) -> None:
         rows.add_column(style="dim", no_wrap=True)
         rows.add_column(overflow="fold")
         rows.add_row("from", Text(f"entry point '{impl['plugin']}' in {impl['location']}"))
+        if impl["model_problem"]:  # its runs would fail at once: said here, where the plugin is looked at
+            rows.add_row(Text("model", style="red"), Text(impl["model_problem"], style="red"))
         rows.add_row("defaults", Text(_defaults(impl["defaults"])))
         if impl["options"]:
             options = Table.grid(padding=(0, 2))

@@ -119,6 +119,19 @@ def test_a_name_in_the_load_filter_that_no_package_has_is_named(monkeypatch, run
     assert json.loads(run_cli("plugins", "--json").stdout)["load_filter_unmatched"] == []
 
 
+def test_a_model_module_that_cannot_be_read_is_shown_by_the_listing(run_cli, plugin_dist, monkeypatch, tmp_path):
+    """Registered by path, the model is not imported to list it; a syntax error in it is still said, in red."""
+    (tmp_path / "slip_model.py").write_text("class Slip(Model)\n    pass\n")  # the colon forgotten
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registering = GOOD.replace("mlp_lab_plugins.scratch:Scratch", "slip_model:Slip").replace('"extra"', '"slip"')
+    plugin_dist("slip-plugin", "slip_mod", registering)
+    doc = json.loads(run_cli("plugins", "--json").stdout)
+    problem = {i["name"]: i["model_problem"] for i in doc["implementations"]}
+    assert problem["slip"].startswith("slip_model: SyntaxError: ") and "line 1)" in problem["slip"], problem
+    assert problem["scratch"] is None
+    assert "slip_model: SyntaxError" in run_cli("plugins", env={"COLUMNS": "200"}).stdout
+
+
 def test_a_plugin_folder_not_installed_yet_says_how_to_install_it(run_cli, store, tmp_path):
     import sys
 
