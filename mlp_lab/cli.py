@@ -70,13 +70,17 @@ def main() -> None:
         code: Any = 0
     except SystemExit as exc:
         code = exc.code
+    from mlp_lab.output import unless_unread
+
+    for stream in (sys.stdout, sys.stderr):  # a reader gone (| head) is no error of ours: what is left goes nowhere
+        with unless_unread(stream):
+            stream.flush()
     if "torch" not in sys.modules:
         sys.exit(code)
     if code is not None and not isinstance(code, int):
-        print(code, file=sys.stderr)
+        with unless_unread(sys.stderr):
+            print(code, file=sys.stderr, flush=True)
         code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
     os._exit(code or 0)
 
 

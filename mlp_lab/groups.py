@@ -70,6 +70,6 @@ def report(tracker: Any, parent_id: str) -> None:
     except Exception as exc:  # noqa: BLE001 - the comparison is a view of runs that are safely stored
         print(f"Warning: no comparison for group {parent_id}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return
-    with unless_unread():
+    with unless_unread():  # flushed here: a reader gone shows now, not at the exit's flush
         print()
-        print(text, end="")
+        print(text, end="", flush=True)

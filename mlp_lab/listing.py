@@ -99,10 +99,10 @@ def hand_written_gradients(impl: Implementation) -> bool | None:
             return True
         answers = []
         for base in node.bases:
-            base_name = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", None)
-            if base_name in classes:  # a class of this module, whatever its name (even Model)
-                answers.append(overrides(base_name, seen | {class_name}))
-            else:
+            if isinstance(base, ast.Name) and base.id in classes and base.id != class_name:  # one of this module's
+                answers.append(overrides(base.id, seen | {class_name}))
+            else:  # imported: mlp_lab's Model (by name or as mlp_lab.Model), or unknown
+                base_name = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", None)
                 answers.append(False if base_name == "Model" else None)
         if True in answers:
             return True

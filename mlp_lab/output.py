@@ -6,24 +6,25 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TextIO
 
 
-def _to_nowhere() -> None:
-    """Point stdout at the null device: what is still buffered, and any later print, go nowhere."""
+def _to_nowhere(stream: TextIO | None = None) -> None:
+    """Point ``stream`` (stdout) at the null device: what is still buffered, and any later print, go nowhere."""
     with contextlib.suppress(OSError, ValueError):
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, (stream or sys.stdout).fileno())
         os.close(devnull)
 
 
 @contextlib.contextmanager
-def unless_unread() -> Iterator[None]:
-    """Print what the block prints; if the reader of stdout has gone, stop printing, for good, and carry on."""
+def unless_unread(stream: TextIO | None = None) -> Iterator[None]:
+    """Print what the block prints; if the reader of ``stream`` (stdout) has gone, stop printing to it, for good,
+    and carry on."""
     try:
         yield
     except BrokenPipeError:
-        _to_nowhere()
+        _to_nowhere(stream)
 
 
 def console(**kwargs: Any) -> Any:

@@ -21,7 +21,6 @@ import shlex
 import sys
 from dataclasses import dataclass, field, replace
 from importlib import metadata
-from pathlib import Path
 from typing import Any, Protocol
 
 import pluggy
@@ -131,8 +130,9 @@ class Registry:
                 raise UsageError(f"{who} is broken: {problem.error}")
         known = ", ".join(sorted(self.implementations)) or "none"
         hint = f"; {len(self.broken)} plugin problem(s), see 'mlp-lab plugins'" if self.broken else ""
-        if (Path(name) / "pyproject.toml").is_file():  # 'mlp-lab new-plugin NAME' wrote it here: not installed yet
-            hint += f"; ./{name} is a package not installed yet: {shlex.quote(sys.executable)} -m pip install -e ./{name}"
+        if os.path.isfile(os.path.join(name, "pyproject.toml")):  # 'mlp-lab new-plugin NAME' wrote it here
+            hint += f"; ./{name} is a package, not installed here: {shlex.quote(sys.executable)} -m pip install -e "
+            hint += shlex.quote(f"./{name}")
         wanted = load_filter()
         if wanted is not None:
             only = os.environ["MLP_LAB_LOAD_PLUGINS"]

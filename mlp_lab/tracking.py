@@ -290,6 +290,7 @@ class Tracker:
         import mlflow
 
         check_artifact_location(experiment.artifact_location)
+        mlflow.set_tracking_uri(self.uri)  # MLflow's own, process-wide: this store's, not the last one opened
         mlflow.set_experiment(experiment_id=experiment.experiment_id)  # where MLflow puts logged models
         self._experiment_id = experiment.experiment_id
 

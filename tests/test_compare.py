@@ -539,8 +539,9 @@ def test_help_imports_neither_torch_nor_mlflow(command):
 def test_a_figure_of_runs_none_of_which_finished_is_not_written_blank(run_cli, store, tmp_path):
     from mlp_lab.tracking import Tracker
 
-    client = Tracker(None, "mlp-lab").client
-    run = client.create_run(client.get_experiment_by_name("mlp-lab").experiment_id, tags={"mlp_lab.kind": "run"})
+    tracker = Tracker(None, "mlp-lab")
+    client = tracker.client
+    run = client.create_run(tracker.experiment_id, tags={"mlp_lab.kind": "run"})
     client.log_param(run.info.run_id, "plugin", "scratch")
     client.log_metric(run.info.run_id, "train_loss", 3.0, step=0)
     client.set_terminated(run.info.run_id, "KILLED")

@@ -49,14 +49,17 @@ def test_the_listing_tells_hand_written_gradients_without_importing_the_model(tm
         "from mlp_lab_plugins.scratch import Scratch\nclass Mine(Scratch):\n    pass\n"
         "class Own(Mine):\n    def forward_backward(self, batch):\n        pass\n"
         "class Model(Own):\n    pass\nclass Local(Model):\n    pass\nclass Assigned(Mine):\n    forward_backward = print\n"
+        "import mlp_lab\nclass Other(mlp_lab.Model):\n    pass\n"
     )
+    (tmp_path / "self_named.py").write_text("from mlp_lab import Model\nclass Model(Model):\n    pass\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     scratch = get_registry().implementations["scratch"]
     answers = {
         name: hand_written_gradients(Implementation(**{**vars(scratch), "model": f"elsewhere_models:{name}"}))
-        for name in ("Mine", "Own", "Missing", "Local", "Assigned")
+        for name in ("Mine", "Own", "Missing", "Local", "Assigned", "Other")
     }
-    assert answers == {"Mine": None, "Own": True, "Missing": None, "Local": True, "Assigned": True}  # Mine: base elsewhere
+    assert answers == {"Mine": None, "Own": True, "Missing": None, "Local": True, "Assigned": True, "Other": False}
+    assert hand_written_gradients(Implementation(**{**vars(scratch), "model": "self_named:Model"})) is False
 
 
 def test_broken_plugins_are_reported_and_everything_else_works(plugin_dist, run_cli, store):
@@ -139,7 +142,7 @@ def test_a_plugin_folder_not_installed_yet_says_how_to_install_it(run_cli, store
     (tmp_path / "my-mlp" / "pyproject.toml").write_text("[project]\nname = 'my-mlp'\n")  # as new-plugin leaves it
     result = run_cli("run", "--plugin", "my-mlp")
     assert result.exit_code == 2 and result.stderr.rstrip().endswith(
-        f"; ./my-mlp is a package not installed yet: {sys.executable} -m pip install -e ./my-mlp"
+        f"; ./my-mlp is a package, not installed here: {sys.executable} -m pip install -e ./my-mlp"
     ), result.stderr
 
 
