@@ -228,7 +228,14 @@ def plugins(as_json: bool) -> None:
 )
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="An implementation's own option.")
 @click.option("--hidden", type=int, help="Hidden units per layer.")
-def gradcheck(plugin: str, samples: int, seed: int, entries: int, params: tuple[str, ...], hidden: int | None) -> None:
+@click.option(
+    "--own-weights",
+    is_flag=True,
+    help="Check hand-written gradients at the model's own initial weights, not at random ones (std 1/sqrt(size)).",
+)
+def gradcheck(
+    plugin: str, samples: int, seed: int, entries: int, params: tuple[str, ...], hidden: int | None, own_weights: bool
+) -> None:
     """Compare hand-written gradients with autograd ("backprop ninja"), or autograd with finite differences."""
     from mlp_lab import gradcheck as check
     from mlp_lab.registry import check_overrides, get_registry
@@ -240,7 +247,8 @@ def gradcheck(plugin: str, samples: int, seed: int, entries: int, params: tuple[
         with contextlib.suppress(UsageError):
             impl.hyperparams({**overrides, "batch_size": samples})
             overrides["batch_size"] = samples
-    sys.exit(check.run(impl, impl.hyperparams(overrides), samples=samples, seed=seed, entries=entries))
+    hp = impl.hyperparams(overrides)
+    sys.exit(check.run(impl, hp, samples=samples, seed=seed, entries=entries, own_weights=own_weights))
 
 
 # -- compare ---------------------------------------------------------------------------------------

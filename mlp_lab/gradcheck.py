@@ -59,14 +59,17 @@ def at_random_weights(model, owner: str = "the model") -> None:  # noqa: ANN001
                 p.normal_(0.0, 1 / math.sqrt(max(p.shape, default=1)))
 
 
-def hand_written(model, batch: Batch, owner: str = "the model") -> list[Row]:  # noqa: ANN001
+def hand_written(model, batch: Batch, owner: str = "the model", random_weights: bool = True) -> list[Row]:  # noqa: ANN001
     """Hand-written gradients against autograd's, parameters and exposed activations alike, at random
-    weights (:func:`at_random_weights`).
+    weights (:func:`at_random_weights`) unless ``random_weights`` is false (the model's own).
 
-    A parameter without a hand-written gradient is a failed row; a gradient named after neither a
-    parameter nor an activation, or a loss autograd cannot differentiate, a :class:`PluginError`.
+    A parameter without a hand-written gradient is a failed row, and so is a gradient autograd
+    finds NaN or infinite (a parameter that must stay positive, drawn negative?); a gradient named
+    after neither a parameter nor an activation, or a loss autograd cannot differentiate, a
+    :class:`PluginError`.
     """
-    at_random_weights(model, owner)
+    if random_weights:
+        at_random_weights(model, owner)
     params = checked_parameters(model, owner)
     for p in params.values():
         p.requires_grad_(True)
@@ -93,6 +96,9 @@ def hand_written(model, batch: Batch, owner: str = "the model") -> list[Row]:  #
                 continue
         if mine.shape != ref.shape:
             rows.append(Row(f"{name} (shape {tuple(mine.shape)}, autograd's {tuple(ref.shape)})", False, False, math.inf))
+            continue
+        if not bool(ref.isfinite().all()):  # nothing to check against: say so, never pass NaN against NaN
+            rows.append(Row(f"{name} (autograd's is NaN or infinite here: try --own-weights)", False, False, math.inf))
             continue
         rows.append(Row(name, bool(torch.equal(mine, ref)), close(mine, ref), (mine - ref).abs().max().item()))
     return rows
@@ -147,7 +153,7 @@ def _near_misses(model_class: type) -> list[str]:
     return difflib.get_close_matches("forward_backward", sorted(names), cutoff=0.8)
 
 
-def run(impl: Implementation, hp: Hyperparams, samples: int, seed: int, entries: int) -> int:
+def run(impl: Implementation, hp: Hyperparams, samples: int, seed: int, entries: int, own_weights: bool = False) -> int:
     """Print the table for ``impl``; 0 when every gradient is approximately equal, else 1."""
     from rich.console import Console
     from rich.table import Table
@@ -159,8 +165,9 @@ def run(impl: Implementation, hp: Hyperparams, samples: int, seed: int, entries:
     try:
         model = model_class(hp)
         if model_class.has_hand_written_gradients():
-            title = f"{impl.name}: hand-written gradients vs autograd, random weights ({samples} samples)"
-            rows = hand_written(model, batch, impl.label)
+            weights = "its own weights" if own_weights else "random weights"
+            title = f"{impl.name}: hand-written gradients vs autograd, {weights} ({samples} samples)"
+            rows = hand_written(model, batch, impl.label, random_weights=not own_weights)
         else:
             title = f"{impl.name}: autograd vs finite differences, float64 ({samples} samples)"
             near = _near_misses(model_class)

@@ -53,6 +53,9 @@ def read(path: Path, invert: bool = False) -> Images:
             raise UsageError(f"{path}: holds no images")
         rows = array.astype(np.float32)
         check_grey_levels(path, rows)
+        if invert:
+            rows = 255.0 - rows
+        return Images(path, rows)  # arrays are taken as they are: MNIST's own, blank ones and all
     else:
         from PIL import Image, UnidentifiedImageError
 
@@ -80,20 +83,27 @@ def read(path: Path, invert: bool = False) -> Images:
 
 
 def _opacity(image: Any) -> np.ndarray | None:
-    """The alpha channel as grey levels, for an image whose opacity varies (a drawing on a transparent background)."""
+    """The alpha channel as grey levels, for a drawing on a transparent background (its border transparent)."""
     if image.mode not in ("RGBA", "LA", "PA") and "transparency" not in image.info:
         return None
-    alpha = np.asarray(image.convert("RGBA"), dtype=np.float32)[:, :, 3].reshape(1, 784)
-    return alpha if alpha.min() < alpha.max() else None
+    alpha = np.asarray(image.convert("RGBA"), dtype=np.float32)[:, :, 3]
+    if alpha.min() == alpha.max() or _border(alpha.reshape(1, 28, 28)).mean() > 127:
+        return None  # opaque, or an opaque background with a few clear pixels: read by its colours
+    return alpha.reshape(1, 784)
+
+
+def _border(images: np.ndarray) -> np.ndarray:
+    """The outer two pixels of each 28x28 image, where MNIST's digits never reach."""
+    frame = np.ones((28, 28), dtype=bool)
+    frame[2:-2, 2:-2] = False
+    return images[:, frame]
 
 
 def check_background(path: Path, rows: np.ndarray, invert: bool) -> None:
     """A usage error for images MNIST's models would misread without a word: blank ones, and dark digits on a
     light background (told by the image's outer two pixels, dark in MNIST's)."""
     images = rows.reshape(-1, 28, 28)
-    frame = np.ones((28, 28), dtype=bool)
-    frame[2:-2, 2:-2] = False
-    border = images[:, frame]
+    border = _border(images)
     for i, image in enumerate(images):
         where = f"{path}" if len(images) == 1 else f"{path}[{i}]"
         if image.min() == image.max():

@@ -229,8 +229,9 @@ def _mlflow_settings_kept() -> Iterator[None]:
                 os.environ[key] = value
 
 
-def check_gradients(name: str, samples: int = 5, overrides: dict[str, Any] | None = None) -> bool:
-    """Hand-written gradients, where offered (``forward_backward``), match autograd's; False when there are none."""
+def check_gradients(name: str, samples: int = 5, overrides: dict[str, Any] | None = None, random_weights: bool = True) -> bool:
+    """Hand-written gradients, where offered (``forward_backward``), match autograd's, at random weights (or, with
+    ``random_weights=False``, the model's own initial ones); False when there are none."""
     from mlp_lab import gradcheck
     from mlp_lab.data import Batch
     from mlp_lab.errors import PluginError
@@ -248,7 +249,10 @@ def check_gradients(name: str, samples: int = 5, overrides: dict[str, Any] | Non
     try:
         model = spec.model_class(spec.hp)
         rows = gradcheck.hand_written(
-            model, Batch(train.x[:samples], train.y[:samples], train.onehot[:samples]), f"implementation '{name}'"
+            model,
+            Batch(train.x[:samples], train.y[:samples], train.onehot[:samples]),
+            f"implementation '{name}'",
+            random_weights=random_weights,
         )
     except PluginError as exc:
         raise ConformanceError(str(exc)) from None

@@ -164,6 +164,7 @@ def test_a_learners_slips_are_caught_and_named(run_cli, plugin_dist):
     plugin_dist("learner-plugin", "learner_mod", LEARNER)
     forgot = run_cli("gradcheck", "--plugin", "forgot")  # at the seed's init_std 0.001 tanh' is 1: random weights show it
     assert forgot.exit_code == 1 and "Gradient mismatch in: z2, w2, b2, h1, z1, w1, b1" in forgot.stderr, forgot.output
+    assert run_cli("gradcheck", "--plugin", "forgot", "--own-weights").exit_code == 0  # what the tiny init hid
     second = run_cli("gradcheck", "--plugin", "second-pass")
     assert second.exit_code == 1, second.output
     assert "h2 (not from the loss's forward pass)" in second.stdout
@@ -239,3 +240,28 @@ def test_a_plugin_that_breaks_in_gradcheck_is_one_line(run_cli, plugin_dist):
     for name, message in expected.items():
         result = run_cli("gradcheck", "--plugin", name)
         assert (result.exit_code, result.stderr.strip()) == (2, "Error: " + label.format(name) + message), result.output
+
+
+def test_a_gradient_autograd_finds_nan_fails_its_row_and_says_what_to_try():
+    """NaN against NaN used to pass (allclose's equal_nan): a parameter that must stay positive, drawn negative."""
+    import torch
+
+    from mlp_lab.data import Batch
+
+    class Positive:
+        def __init__(self):
+            self.p = {"scale": torch.full((3,), 2.0)}
+
+        def parameters(self):
+            return self.p
+
+        def forward_backward(self, batch):
+            root = self.p["scale"].sqrt()
+            return root.sum(), {"root": root}, {"scale": 0.5 / root.detach(), "root": torch.ones(3)}
+
+    batch = Batch(torch.zeros(1, 784), torch.zeros(1, dtype=torch.long), torch.zeros(1, 10))
+    torch.manual_seed(0)
+    drawn = {r.name: r.approximate for r in gradcheck.hand_written(Positive(), batch)}  # some drawn negative: NaN
+    assert drawn["scale (autograd's is NaN or infinite here: try --own-weights)"] is False
+    own = gradcheck.hand_written(Positive(), batch, random_weights=False)
+    assert all(r.approximate for r in own) and {r.name for r in own} == {"scale", "root"}
