@@ -53,9 +53,6 @@ def read(path: Path, invert: bool = False) -> Images:
             raise UsageError(f"{path}: holds no images")
         rows = array.astype(np.float32)
         check_grey_levels(path, rows)
-        if invert:
-            rows = 255.0 - rows
-        return Images(path, rows)  # arrays are taken as they are: MNIST's own, blank ones and all
     else:
         from PIL import Image, UnidentifiedImageError
 
@@ -78,7 +75,8 @@ def read(path: Path, invert: bool = False) -> Images:
             rows = opacity
     if invert:
         rows = 255.0 - rows
-    check_background(path, rows, invert)
+    if path.suffix.lower() != ".npy":  # arrays are taken as they are: MNIST's own, blank ones and all
+        check_background(path, rows, invert)
     return Images(path, rows)
 
 
@@ -99,18 +97,14 @@ def _border(images: np.ndarray) -> np.ndarray:
     return images[:, frame]
 
 
-def check_background(path: Path, rows: np.ndarray, invert: bool) -> None:
-    """A usage error for images MNIST's models would misread without a word: blank ones, and dark digits on a
+def check_background(path: Path, row: np.ndarray, invert: bool) -> None:
+    """A usage error for an image MNIST's models would misread without a word: a blank one, or a dark digit on a
     light background (told by the image's outer two pixels, dark in MNIST's)."""
-    images = rows.reshape(-1, 28, 28)
-    border = _border(images)
-    for i, image in enumerate(images):
-        where = f"{path}" if len(images) == 1 else f"{path}[{i}]"
-        if image.min() == image.max():
-            raise UsageError(f"{where}: the image is blank (all grey level {image.min():g})")
-        if border[i].mean() > 127:
-            fix = "it is light on dark already: leave out --invert" if invert else "add --invert"
-            raise UsageError(f"{where}: a dark digit on a light background (its border is light): {fix}")
+    if row.min() == row.max():
+        raise UsageError(f"{path}: the image is blank (all grey level {row.min():g})")
+    if _border(row.reshape(1, 28, 28)).mean() > 127:
+        fix = "it is light on dark already: leave out --invert" if invert else "add --invert"
+        raise UsageError(f"{path}: a dark digit on a light background (its border is light): {fix}")
 
 
 def check_grey_levels(path: Path, rows: np.ndarray) -> None:
