@@ -95,7 +95,7 @@ def hand_written_gradients(impl: Implementation) -> bool | None:
         node = classes.get(class_name)
         if node is None or class_name in seen:
             return None
-        if any(name == "forward_backward" for item in node.body for name in _defined(item)):
+        if any(defined == "forward_backward" for item in node.body for defined in _defined(item)):
             return True
         answers = []
         for base in node.bases:
