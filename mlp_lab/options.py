@@ -39,7 +39,8 @@ class Option:
             else:
                 converted = self.type(value)
         except (TypeError, ValueError):
-            raise UsageError(f"{where}{self.name} must be {self.type.__name__}, got {value!r}") from None
+            kind = self.type.__name__ + (f" or {self.unset!r}" if self.unset else "")
+            raise UsageError(f"{where}{self.name} must be {kind}, got {value!r}") from None
         if self.type is float and not math.isfinite(converted):
             raise UsageError(f"{where}{self.name} must be a finite number, got {value!r}")
         if self.choices is not None and converted not in self.choices:

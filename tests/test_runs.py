@@ -294,7 +294,7 @@ def test_full_batch_can_be_asked_for_by_name(run_cli, store):
         assert result.exit_code == 0, result.output
     assert [r.data.params["batch_size"] for r in runs_in(store)] == ["full", "full"]  # the word -p reads back
     bad = run_cli("run", "--plugin", "dropout", "--batch-size", "all", "--tiny", "--steps", "3")
-    assert (bad.exit_code, bad.stderr.strip()) == (2, "Error: dropout: batch_size must be int, got 'all'")
+    assert (bad.exit_code, bad.stderr.strip()) == (2, "Error: dropout: batch_size must be int or 'full', got 'all'")
 
 
 def test_an_option_only_some_of_the_plugins_have_is_said_to_pass_the_others_by(run_cli, store):
