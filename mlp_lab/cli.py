@@ -243,11 +243,10 @@ def gradcheck(
     impl = get_registry().get(plugin)
     overrides = check_overrides([impl], overrides_of(params, {"hidden": hidden} if hidden is not None else {}))
     parse_seeds(seed, None, None)  # the same seed range as run's
+    hp = impl.hyperparams(overrides)
     if "batch_size" not in overrides:  # the model is built for the batch it is checked on, where its options allow
         with contextlib.suppress(UsageError):
-            impl.hyperparams({**overrides, "batch_size": samples})
-            overrides["batch_size"] = samples
-    hp = impl.hyperparams(overrides)
+            hp = impl.hyperparams({**overrides, "batch_size": samples})
     sys.exit(check.run(impl, hp, samples=samples, seed=seed, entries=entries, own_weights=own_weights))
 
 

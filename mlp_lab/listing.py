@@ -65,8 +65,10 @@ def _read(module_name: str) -> tuple[ast.Module | None, str | None]:  # the vari
         spec = importlib.util.find_spec(module_name)
     except Exception as exc:  # noqa: BLE001 - a parent package that fails to import, say
         return None, f"{module_name} cannot be found: {type(exc).__name__}: {exc}"
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        return None, None if spec is not None else f"no module {module_name}"
+    if spec is None:
+        return None, f"no module {module_name}"
+    if not spec.origin or not spec.origin.endswith(".py"):  # compiled or without a file: not read, not a problem
+        return None, None
     try:
         with open(spec.origin, encoding="utf-8") as f:
             return ast.parse(f.read(), filename=spec.origin), None

@@ -15,7 +15,7 @@ import torch
 
 from mlp_lab import devices
 from mlp_lab.data import Batch, Dataset
-from mlp_lab.model import Model
+from mlp_lab.model import Model, checked_parameters
 from mlp_lab.options import Hyperparams, default_eval_every
 from mlp_lab.summary import Evaluation, Summary
 
@@ -84,8 +84,6 @@ def evaluate(model: Model, batch: Batch) -> tuple[float, float]:
 
 def check_finite_parameters(model: Model, step: int) -> None:
     """:class:`Diverged` naming the first parameter that is NaN or infinite after ``step`` steps, if one is."""
-    from mlp_lab.model import checked_parameters
-
     for name, p in checked_parameters(model, "the model").items():
         if p.is_floating_point() and not bool(p.detach().isfinite().all()):
             raise Diverged(f"training diverged: parameter {name} is NaN or infinite after step {step} (a lower lr?)")
