@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from mlp_lab.data import Batch, load
-from mlp_lab.errors import PluginError, first_line
-from mlp_lab.model import checked_parameters
+from mlp_lab.errors import PluginError, UsageError, first_line
+from mlp_lab.model import checked_parameters, refusal
 from mlp_lab.options import Hyperparams
 from mlp_lab.registry import Implementation
 
@@ -163,6 +163,9 @@ def run(impl: Implementation, hp: Hyperparams, samples: int, seed: int, entries:
     batch = Batch(data.train.x[:samples], data.train.y[:samples], data.train.onehot[:samples])
     _seeded(seed)
     try:
+        why = refusal(model_class, hp)
+        if why:
+            raise UsageError(f"{impl.name}: {why}")
         model = model_class(hp)
         if model_class.has_hand_written_gradients():
             weights = "its own weights" if own_weights else "random weights"
@@ -178,7 +181,7 @@ def run(impl: Implementation, hp: Hyperparams, samples: int, seed: int, entries:
                     file=sys.stderr,
                 )
             rows = finite_differences(model, batch, seed, entries, owner=impl.label)
-    except PluginError:
+    except (PluginError, UsageError):
         raise
     except Exception as exc:  # the plugin's own code raised: one line, as mlp-lab run reports it
         raise PluginError(f"{impl.label} failed: {type(exc).__name__}: {first_line(exc)}") from exc

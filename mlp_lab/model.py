@@ -56,6 +56,16 @@ class Model:
         raise NotImplementedError
 
     # -- optional ------------------------------------------------------------------------
+    @classmethod
+    def check_hyperparams(cls, hp: Hyperparams) -> None:
+        """Refuse a combination of options this model cannot train with: raise ``ValueError`` saying why.
+
+        Called before any run starts (``mlp-lab run``, ``gradcheck``, the conformance kit), so
+        the refusal is a one-line error and no run is created. Ranges and choices of a single
+        option belong in its :class:`~mlp_lab.options.Option`; this is for combinations (say,
+        batch norm with batches of one image).
+        """
+
     def forward_backward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Hand-written gradients, for ``mlp-lab gradcheck``: ``(loss, activations, grads)``.
 
@@ -140,3 +150,19 @@ def checked_parameters(model: Model, owner: str) -> dict[str, torch.Tensor]:
     else:
         got = type(params).__name__
     raise PluginError(f"{owner}: parameters() must return a dict of tensors by name, got {got}")
+
+
+def refusal(model_class: Any, hp: Hyperparams) -> str | None:
+    """Why ``model_class`` refuses ``hp`` (the first line of the ``ValueError`` its
+    :meth:`Model.check_hyperparams` raised), else None. Any other error there is the plugin's own: it is raised."""
+    from mlp_lab.errors import first_line
+    from mlp_lab.options import Hyperparams
+
+    check = getattr(model_class, "check_hyperparams", None)
+    if check is None:  # a stand-in for a model class that could not be loaded
+        return None
+    try:
+        check(Hyperparams(dict(hp.values)))  # a copy: a check changes nothing a run uses
+    except ValueError as exc:
+        return first_line(exc)
+    return None

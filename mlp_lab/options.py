@@ -113,7 +113,8 @@ class Hyperparams:
         try:
             return self.values[name]
         except KeyError:
-            raise AttributeError(name) from None
+            known = ", ".join(sorted(self.values))
+            raise AttributeError(f"no hyperparameter {name!r} (there are {known})", name=name, obj=self) from None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.values)

@@ -55,6 +55,24 @@ def model_class_or_failure(impl: Implementation) -> Any:
         return UnusableModel(exc)
 
 
+def refuse_bad_combination(impl: Implementation, model_class: Any, hp: Any) -> Any:
+    """A combination of options the model refuses (:meth:`~mlp_lab.Model.check_hyperparams`) as a usage error,
+    before any run starts. If the check itself breaks, a stand-in whose runs end FAILED with the reason."""
+    from mlp_lab.errors import PluginError, described
+    from mlp_lab.model import refusal
+    from mlp_lab.runs import UnusableModel
+
+    try:
+        why = refusal(model_class, hp)
+    except Exception as exc:  # noqa: BLE001 - the plugin's own check is broken: its runs say so, the others go on
+        error = PluginError(f"{impl.label} failed: check_hyperparams raised {described(exc)}")
+        error.__cause__ = exc  # its traceback goes into the run's error.txt
+        return UnusableModel(error)
+    if why:
+        raise UsageError(f"{impl.name}: {why}")
+    return model_class
+
+
 def data_size(tiny: bool, full: bool) -> str:
     if tiny and full:
         raise UsageError("--tiny and --full exclude each other")
@@ -96,6 +114,8 @@ def run_command(
             if hp.batch_size is not None and hp.batch_size > n_train:
                 raise UsageError(f"{name}: batch_size {hp.batch_size} is larger than the training set ({n_train})")
         classes = {impl.name: model_class_or_failure(impl) for impl in impls}
+        for impl in impls:
+            classes[impl.name] = refuse_bad_combination(impl, classes[impl.name], hps[impl.name])
         from mlp_lab.tracking import metrics_interval
 
         metrics_interval()  # a bad MLP_LAB_METRICS_INTERVAL is a usage error before anything runs

@@ -64,6 +64,7 @@ def implementation(name: str) -> Implementation:
 
 def _spec(name: str, steps: int, seed: int = SEED, overrides: dict[str, Any] | None = None) -> RunSpec:
     from mlp_lab.errors import PluginError, UsageError
+    from mlp_lab.model import refusal
     from mlp_lab.registry import check_overrides
     from mlp_lab.runs import RunSpec
 
@@ -73,9 +74,16 @@ def _spec(name: str, steps: int, seed: int = SEED, overrides: dict[str, Any] | N
         hp = impl.hyperparams({**overrides, "steps": steps, "eval_every": steps})
         if hp.batch_size is not None and hp.batch_size > len(_tiny().train):
             hp = impl.hyperparams({**overrides, "steps": steps, "eval_every": steps, "batch_size": None})
-        return RunSpec(impl, impl.model_class(), hp, seed)
+        model_class = impl.model_class()
     except (PluginError, UsageError) as exc:
         raise ConformanceError(str(exc)) from None
+    try:
+        why = refusal(model_class, hp)
+    except Exception as exc:
+        raise _fail(name, f"check_hyperparams failed: {described(exc)}") from exc
+    if why:
+        raise _fail(name, f"check_hyperparams refuses {'these options' if overrides else 'its defaults'}: {why}")
+    return RunSpec(impl, model_class, hp, seed)
 
 
 def _train(spec: RunSpec) -> tuple[Any, Any]:

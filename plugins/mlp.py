@@ -30,10 +30,13 @@ class MLP(Model):
     softmax cross-entropy. Optimiser: AdamW, with a constant or warm-up + cosine learning rate.
     """
 
-    def __init__(self, hp):
-        super().__init__(hp)
+    @classmethod
+    def check_hyperparams(cls, hp):
         if hp.norm == "batch" and hp.batch_size == 1:
             raise ValueError("norm=batch needs batches of 2 or more images (batch statistics of one are undefined)")
+
+    def __init__(self, hp):
+        super().__init__(hp)
         modules: list[nn.Module] = []
         if hp.input_dropout > 0:
             modules.append(nn.Dropout(hp.input_dropout))

@@ -95,6 +95,19 @@ class Exits(Good):
         raise SystemExit(3)
 
 
+class Fussy(Good):
+    @classmethod
+    def check_hyperparams(cls, hp):
+        if hp.hidden != 7:
+            raise ValueError(f"hidden must be 7, got {hp.hidden}")
+
+
+class BrokenCheck(Good):
+    @classmethod
+    def check_hyperparams(cls, hp):
+        return hp.hiden
+
+
 class BrokenInit(Good):
     def __init__(self, hp):
         raise ValueError("no such layer")
@@ -111,6 +124,8 @@ def register_implementations(register):
     register("two-lines", "First line.\\nSecond line.", Good)
     register("exits", "Calls sys.exit in train_step.", Exits)
     register("broken-init", "Raises when built.", BrokenInit)
+    register("fussy", "Refuses every hidden size but 7, its default too.", Fussy)
+    register("broken-check", "Its check_hyperparams has a typo.", BrokenCheck)
 """
 
 
@@ -147,6 +162,13 @@ def test_a_conforming_third_party_model_passes_with_its_gradients_checked(bad_mo
         (testing.check_learns, "exits", {"steps": 5}, "training failed: SystemExit: 3"),
         (testing.check_gradients, "broken-init", {}, "building the model or forward_backward failed: ValueError: no such layer"),
         (testing.check_learns, "good", {"steps": 5, "overrides": {"hiden": 3}}, "unknown parameter 'hiden' for good; known:"),
+        (testing.check_learns, "fussy", {"steps": 5}, "check_hyperparams refuses its defaults: hidden must be 7, got 50"),
+        (
+            testing.check_gradients,
+            "broken-check",
+            {},
+            "check_hyperparams failed: AttributeError: no hyperparameter 'hiden' (there are ",
+        ),
     ],
 )
 def test_each_check_catches_what_it_is_for(bad_models, check, name, kwargs, says):

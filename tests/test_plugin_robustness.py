@@ -134,6 +134,17 @@ class TwoLines(Linear):
     def __init__(self, hp):
         raise ValueError("bad hidden size\\nsecond line of the message")
 
+class BrokenCheck(Linear):
+    @classmethod
+    def check_hyperparams(cls, hp):
+        return hp.no_such_option  # a bug in the check itself: AttributeError, not a refusal
+
+class NarrowOnly(Linear):
+    @classmethod
+    def check_hyperparams(cls, hp):
+        if hp.hidden > 100 and hp.lr > 0.01:
+            raise ValueError(f"hidden {hp.hidden} needs lr 0.01 or less\\nsecond line")
+
 class HoldsALock(Linear):
     def __init__(self, hp):
         super().__init__(hp)
@@ -152,6 +163,8 @@ def register_implementations(register):
     register("float-eval-loss", "Its loss() returns a float.", FloatEvalLoss)
     register("two-lines", "Raises with a two-line message.", TwoLines)
     register("keeps-its-graph", "Keeps its last loss with its graph, found only at the end.", KeepsItsGraph)
+    register("broken-check", "Its check_hyperparams raises AttributeError.", BrokenCheck)
+    register("narrow-only", "Refuses a wide hidden layer with a large learning rate.", NarrowOnly)
 """,
     ),
     "clash-dist": (
@@ -254,7 +267,7 @@ def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_
         *("--plugin", "exits-in-step"),
         *("--plugin", "three-scores", "--plugin", "float-loss", "--plugin", "list-params", "--plugin", "holds-a-lock"),
         *("--plugin", "nan-scores", "--plugin", "float-eval-loss", "--plugin", "two-lines", "--plugin", "keeps-its-graph"),
-        *("--plugin", "clash-dist:scratch", "--tiny", "--steps", "5", "-q"),
+        *("--plugin", "broken-check", "--plugin", "clash-dist:scratch", "--tiny", "--steps", "5", "-q"),
     )  # fmt: skip
     assert result.exit_code == 1 and "Traceback" not in result.output
     runs = {r.data.params["plugin"]: r for r in runs_in(store) if r.data.tags.get("mlp_lab.kind") == "run"}
@@ -272,6 +285,7 @@ def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_
         "float-eval-loss": "FAILED",
         "two-lines": "FAILED",
         "keeps-its-graph": "FAILED",
+        "broken-check": "FAILED",  # a check that breaks is the plugin's failure, not the user's
         "clash-dist:scratch": "FINISHED",
     }
     assert runs["scratch"].data.params["plugin_distribution"] == "mlp-lab"
@@ -311,8 +325,22 @@ def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_
     assert error["keeps-its-graph"].startswith(
         label.format("keeps-its-graph") + ": the model cannot be saved: attribute 'last_loss' (Tensor): "
     )
-    for before_training in ("list-params", "holds-a-lock"):  # found when the model is built, not after its training
+    assert error["broken-check"].startswith(
+        label.format("broken-check") + " failed: check_hyperparams raised AttributeError: no hyperparameter 'no_such_option' ("
+    )
+    for before_training in ("list-params", "holds-a-lock", "broken-check"):  # found before training, not after it
         assert "train_loss" not in runs[before_training].data.metrics
+
+
+def test_a_combination_the_model_refuses_is_a_one_line_error_before_any_run(broken_world, run_cli, store):
+    """``check_hyperparams`` raising ValueError: the user's input, refused by name with no run made, in run and gradcheck."""
+    for command in (("run", "--plugin", "scratch", "--tiny", "--steps", "5"), ("gradcheck",)):
+        result = run_cli(*command, "--plugin", "narrow-only", "--hidden", "200")
+        assert result.exit_code == 2, result.output
+        assert result.stderr.splitlines()[-1] == "Error: narrow-only: hidden 200 needs lr 0.01 or less"
+    assert runs_in(store) == []
+    result = run_cli("run", "--plugin", "narrow-only", "--hidden", "200", "--lr", "0.01", "--tiny", "--steps", "2")
+    assert result.exit_code == 0, result.output
 
 
 def test_tracing_prints_each_hook_call_its_arguments_and_its_result(plugin_dist, run_cli, monkeypatch):

@@ -135,12 +135,17 @@ def test_every_option_of_every_rung_has_a_type_default_range_and_help():
             assert option.parse(option.default) == option.default
 
 
-def test_batch_norm_on_single_images_is_refused_by_name_before_training():
+def test_batch_norm_on_single_images_is_refused_by_name_before_training(run_cli, store):
     impl = get_registry().get("batch-norm")
     with pytest.raises(ValueError, match="norm=batch needs batches of 2 or more images"):
-        impl.model_class()(impl.hyperparams({"batch_size": 1}))
-    impl.model_class()(impl.hyperparams({"batch_size": 2, "norm": "batch"}))
-    impl.model_class()(impl.hyperparams({"batch_size": 1, "norm": "layer"}))
+        impl.model_class().check_hyperparams(impl.hyperparams({"batch_size": 1}))
+    impl.model_class().check_hyperparams(impl.hyperparams({"batch_size": 2, "norm": "batch"}))
+    impl.model_class().check_hyperparams(impl.hyperparams({"batch_size": 1, "norm": "layer"}))
+    result = run_cli("run", "--plugin", "dropout", "--plugin", "batch-norm", "--batch-size", "1", "--tiny", "--steps", "2")
+    assert result.exit_code == 2
+    message = "Error: batch-norm: norm=batch needs batches of 2 or more images (batch statistics of one are undefined)"
+    assert result.stderr.splitlines() == [message]
+    assert runs_in(store) == []  # no run, not even dropout's: the whole command is refused
 
 
 def test_listing_the_ladder_imports_no_torch():
