@@ -12,6 +12,8 @@ from typing import Any
 from mlp_lab.errors import UsageError
 from mlp_lab.tracking import DEFAULT_DIR, default_artifact_root, resolve_uri, sqlite_path
 
+QUIET_WARNINGS = "ignore:starlette.middleware.wsgi is deprecated:UserWarning"
+
 
 def command(uri: str | None, host: str, port: int, workers: int = 1) -> list[str]:
     """The ``mlflow server`` command line for the store ``uri`` (default ./mlruns, created if missing; another
@@ -56,6 +58,8 @@ def serve(uri: str | None, host: str, port: int, out: Any = None) -> int:
     # MLflow's background job runners serve GenAI features mlp-lab does not use; without them the
     # server is one process, and its own session lets every process it starts be stopped together.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")}
+    # MLflow's server imports a Starlette module that warns of its own deprecation: MLflow's to mend, not the user's
+    env["PYTHONWARNINGS"] = ",".join(w for w in (os.environ.get("PYTHONWARNINGS"), QUIET_WARNINGS) if w)
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
 
     def stop(signum: int, frame: Any) -> None:

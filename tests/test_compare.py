@@ -360,6 +360,7 @@ def test_ui_serves_the_runs_over_the_mlflow_rest_api(lab):
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=30)[0].decode()
         assert f"http://127.0.0.1:{port}" in output and "MLflow UI stopped." in output
+        assert "Warning" not in output, output  # MLflow's own deprecation warnings are not the user's business
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
