@@ -145,7 +145,7 @@ def finite_differences(model, batch: Batch, seed: int, entries: int, eps: float 
     return rows
 
 
-def _near_misses(model_class: type) -> list[str]:
+def near_misses(model_class: type) -> list[str]:
     """Methods named almost ``forward_backward`` (a typo that leaves the hand-written gradients unused)."""
     import difflib
 
@@ -173,7 +173,7 @@ def run(impl: Implementation, hp: Hyperparams, samples: int, seed: int, entries:
             rows = hand_written(model, batch, impl.label, random_weights=not own_weights)
         else:
             title = f"{impl.name}: autograd vs finite differences, float64 ({samples} samples)"
-            near = _near_misses(model_class)
+            near = near_misses(model_class)
             if near:
                 print(
                     f"Note: {model_class.__name__} defines {', '.join(near)}, not forward_backward: "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import inspect
 import os
 import re
 import shlex
@@ -110,6 +111,7 @@ class Problem:
     version: str
     error: str
     implementation: str | None = None
+    dropped: list[str] = field(default_factory=list)  # what the plugin had registered before it broke
 
 
 @dataclass
@@ -125,7 +127,7 @@ class Registry:
         if name in self.implementations:
             return self.implementations[name]
         for problem in self.broken:
-            if name in (problem.plugin, problem.implementation):
+            if name in (problem.plugin, problem.implementation, *problem.dropped):
                 who = f"plugin '{problem.plugin}' ({problem.distribution} {problem.version})"
                 raise UsageError(f"{who} is broken: {problem.error}")
         known = ", ".join(sorted(self.implementations)) or "none"
@@ -144,6 +146,18 @@ class Registry:
 
     def names(self) -> list[str]:
         return list(self.implementations)
+
+    def contested(self, name: str) -> str | None:
+        """When another package also registers ``name`` (or the name ``DIST:NAME`` stands for), which runs
+        under each name: the clash said in one line; else None."""
+        impl = self.implementations.get(name)
+        base = name.split(":", 1)[1] if ":" in name and impl is not None and name.startswith(f"{impl.distribution}:") else name
+        rivals = [c for c in self.clashes if c.implementation == base]
+        if not rivals or base not in self.implementations:
+            return None
+        owner = self.implementations[base]
+        others = ", ".join(f"{c.distribution} {c.version}'s runs as '{c.distribution}:{base}'" for c in rivals)
+        return f"two packages register '{base}': {owner.distribution} {owner.version}'s runs as '{base}', {others}"
 
 
 def contract_gaps(model: Any) -> list[str]:
@@ -203,9 +217,25 @@ def plugin_manager() -> pluggy.PluginManager:
     return pm
 
 
+def near_misses() -> list[metadata.EntryPoint]:
+    """Entry points in a group named almost ``mlp_lab`` (``mlp_lab.plugins``, ``mlp-lab``): plugins declared
+    where mlp-lab does not look."""
+
+    def key(group: str) -> str:
+        return re.sub(r"[^a-z0-9]", "", group.lower())
+
+    groups = [g for g in metadata.entry_points().groups if g != GROUP and key(g).startswith(key(GROUP))]
+    return [ep for group in sorted(groups) for ep in metadata.entry_points(group=group)]
+
+
 def load(entry_points: list[metadata.EntryPoint] | None = None) -> Registry:
     """Load every plugin of the ``mlp_lab`` entry-point group into a new :class:`Registry`."""
     registry = Registry()
+    if entry_points is None and load_filter() is None:
+        for ep in near_misses():
+            dist, version = _distribution(ep)
+            error = f"declares its entry point {ep.name} in group '{ep.group}'; mlp-lab reads group '{GROUP}'"
+            registry.broken.append(Problem(ep.name, dist, version, error))
     pm = plugin_manager()
     for ep in _entry_points() if entry_points is None else entry_points:
         dist, version = _distribution(ep)
@@ -220,6 +250,10 @@ def load(entry_points: list[metadata.EntryPoint] | None = None) -> Registry:
                 module = ep.load()
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - whatever a plugin's import raises
             problem(f"failed to import {ep.value}: {type(exc).__name__}: {exc}")
+            continue
+        if inspect.isroutine(module):
+            where = ep.value.partition(":")[0]
+            problem(f"its entry point names a function ({ep.value}); name the module that holds the hook: {where!r}")
             continue
         if pm.is_registered(module):
             problem(f"its module {ep.value} is already loaded as plugin '{pm.get_name(module)}'")
@@ -333,6 +367,7 @@ def register_plugin(pm, module, plugin: str, dist: str, version: str, registry: 
             returned = pm.subset_hook_caller("register_implementations", remove_plugins=others)(register=register)
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - whatever a plugin's hook raises
         problem(f"raised during registration: {type(exc).__name__}: {exc}")
+        registry.broken[-1].dropped = [impl.name for impl in register.pending]
         pm.unregister(module)
         return
     for rejected in register.rejected:

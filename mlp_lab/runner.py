@@ -32,6 +32,11 @@ def select(names: tuple[str, ...]) -> list[Implementation]:
         )
     if not chosen:
         raise UsageError("no implementations to run (none registered; see 'mlp-lab plugins')")
+    if "all" not in names:  # a name another package also claims: say whose runs
+        for impl in chosen:
+            clash = registry.contested(impl.name)
+            if clash:
+                print(f"Note: {clash}", file=sys.stderr)
     return chosen
 
 

@@ -1,7 +1,7 @@
 """The conformance kit: checks an implementation against the plugin contract, for a plugin's own tests.
 
 Plain functions, each raising :class:`ConformanceError` (an ``AssertionError``) with a message
-that names the implementation and what is wrong::
+that names the implementation and what is wrong (pytest shows that message, not the kit's code)::
 
     from mlp_lab.testing import check_implementation
 
@@ -53,16 +53,23 @@ def _tiny() -> Dataset:
 
 def implementation(name: str) -> Implementation:
     """The registered implementation ``name``, found through the real entry points."""
+    __tracebackhide__ = True
     from mlp_lab.errors import UsageError
     from mlp_lab.registry import get_registry
 
+    registry = get_registry()
     try:
-        return get_registry().get(name)
+        impl = registry.get(name)
     except UsageError as exc:
         raise ConformanceError(str(exc)) from None
+    clash = registry.contested(name)
+    if clash:  # the kit would check whichever package loaded first, perhaps not the one under test
+        raise _fail(name, f"{clash}: give yours a name of its own")
+    return impl
 
 
 def _spec(name: str, steps: int, seed: int = SEED, overrides: dict[str, Any] | None = None) -> RunSpec:
+    __tracebackhide__ = True
     from mlp_lab.errors import PluginError, UsageError
     from mlp_lab.model import refusal
     from mlp_lab.registry import check_overrides
@@ -88,6 +95,7 @@ def _spec(name: str, steps: int, seed: int = SEED, overrides: dict[str, Any] | N
 
 def _train(spec: RunSpec) -> tuple[Any, Any]:
     """Train ``spec`` on the tiny set exactly as ``mlp-lab run`` does (same seeding, same loop), on the CPU."""
+    __tracebackhide__ = True
     import torch
 
     from mlp_lab.errors import PluginError
@@ -103,6 +111,7 @@ def _train(spec: RunSpec) -> tuple[Any, Any]:
 
 def check_registered(name: str) -> Implementation:
     """Registered with a name and a one-line description; its model class imports and has the required methods."""
+    __tracebackhide__ = True
     from mlp_lab.errors import PluginError
 
     impl = implementation(name)  # a description that is not one line is refused at registration
@@ -115,11 +124,13 @@ def check_registered(name: str) -> Implementation:
 
 def check_predictions(name: str, steps: int = STEPS, overrides: dict[str, Any] | None = None) -> None:
     """``parameters()`` names tensors; ``predict`` gives finite float scores (N, 10); ``loss`` a finite 0-dim tensor."""
+    __tracebackhide__ = True
     spec = _spec(name, steps, overrides=overrides)
     _predictions_ok(spec, _train(spec)[0])
 
 
 def _predictions_ok(spec: RunSpec, model: Any) -> None:
+    __tracebackhide__ = True
     import torch
 
     from mlp_lab.data import Batch
@@ -151,11 +162,13 @@ def _predictions_ok(spec: RunSpec, model: Any) -> None:
 
 def check_deterministic(name: str, steps: int = STEPS, overrides: dict[str, Any] | None = None) -> None:
     """The same seed gives the same losses, step by step, and the same predictions."""
+    __tracebackhide__ = True
     spec = _spec(name, steps, overrides=overrides)
     _same(spec, _train(spec), _train(spec))
 
 
 def _same(spec: RunSpec, first: tuple[Any, Any], second: tuple[Any, Any]) -> None:
+    __tracebackhide__ = True
     import torch
 
     (model_a, summary_a), (model_b, summary_b) = first, second
@@ -172,11 +185,13 @@ def _same(spec: RunSpec, first: tuple[Any, Any], second: tuple[Any, Any]) -> Non
 
 def check_learns(name: str, steps: int = STEPS, overrides: dict[str, Any] | None = None) -> None:
     """A few training steps on the tiny set lower the loss on the training set."""
+    __tracebackhide__ = True
     spec = _spec(name, steps, overrides=overrides)
     _learned(spec, _train(spec)[1])
 
 
 def _learned(spec: RunSpec, summary: Any) -> None:
+    __tracebackhide__ = True
     before, after = summary.evaluations[0].train_loss, summary.final.train_loss
     if not after < before:
         lowered = f"{spec.hp.steps} steps did not lower the training loss ({before:.6g} before, {after:.6g} after)"
@@ -186,11 +201,13 @@ def _learned(spec: RunSpec, summary: Any) -> None:
 def check_mlflow_roundtrip(name: str, workdir: Path | str, steps: int = STEPS, overrides: dict[str, Any] | None = None) -> str:
     """A run logs to MLflow (a SQLite store under ``workdir``) and its model reloads through ``mlflow.pyfunc``,
     predicting the same digits as the same training done here; returns the model's URI."""
+    __tracebackhide__ = True
     spec = _spec(name, steps, overrides=overrides)
     return _roundtrip(spec, _train(spec)[0], workdir)
 
 
 def _roundtrip(spec: RunSpec, model: Any, workdir: Path | str) -> str:
+    __tracebackhide__ = True
     import mlflow.pyfunc
     import numpy as np
     import torch
@@ -240,12 +257,16 @@ def _mlflow_settings_kept() -> Iterator[None]:
 def check_gradients(name: str, samples: int = 5, overrides: dict[str, Any] | None = None, random_weights: bool = True) -> bool:
     """Hand-written gradients, where offered (``forward_backward``), match autograd's, at random weights (or, with
     ``random_weights=False``, the model's own initial ones); False when there are none."""
+    __tracebackhide__ = True
     from mlp_lab import gradcheck
     from mlp_lab.data import Batch
     from mlp_lab.errors import PluginError
 
     spec = _spec(name, 1, overrides=overrides)
     if not spec.model_class.has_hand_written_gradients():
+        near = gradcheck.near_misses(spec.model_class)
+        if near:  # a typo would leave the hand-written gradients unchecked, and the kit green
+            raise _fail(name, f"{spec.model_class.__name__} defines {', '.join(near)}, not forward_backward")
         return False
     import random
 
@@ -283,6 +304,7 @@ def check_implementation(
     temporary folder when None); ``overrides`` sets hyperparameters or options (``{"lr": 0.05}``)
     where the defaults do not suit a 30-step run.
     """
+    __tracebackhide__ = True
     check_registered(name)
     spec = _spec(name, steps, overrides=overrides)
     first = _train(spec)

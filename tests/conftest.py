@@ -95,7 +95,7 @@ def runs_in(store: Path, experiment: str = "mlp-lab") -> list:
 def plugin_dist(tmp_path, monkeypatch):
     """Make a real installed distribution: a module and a dist-info with ``mlp_lab`` entry points.
 
-    ``plugin_dist(dist, module, code, entry_points={"name": "module"})`` writes both into a folder
+    ``plugin_dist(dist, module, code, entry_points={"name": "module"}, group="mlp_lab")`` writes both into a folder
     put on ``sys.path`` (and returned, for subprocesses' PYTHONPATH); importlib.metadata then
     finds the distribution and its entry points exactly as it finds pip-installed ones.
     """
@@ -103,13 +103,20 @@ def plugin_dist(tmp_path, monkeypatch):
     site.mkdir(exist_ok=True)
     monkeypatch.syspath_prepend(str(site))
 
-    def make(dist: str, module: str, code: str, entry_points: dict[str, str] | None = None, version: str = "0.1") -> Path:
+    def make(
+        dist: str,
+        module: str,
+        code: str,
+        entry_points: dict[str, str] | None = None,
+        version: str = "0.1",
+        group: str = "mlp_lab",
+    ) -> Path:
         (site / f"{module}.py").write_text(textwrap.dedent(code))
         info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
         eps = entry_points or {module: module}
-        (info / "entry_points.txt").write_text("[mlp_lab]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()))
+        (info / "entry_points.txt").write_text(f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()))
         sys.modules.pop(module, None)
         get_registry.cache_clear()
         return site

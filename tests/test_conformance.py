@@ -108,6 +108,11 @@ class BrokenCheck(Good):
         return hp.hiden
 
 
+class Misspelt(Good):
+    forward_backwards = Good.forward_backward  # a typo: the hand-written gradients would never be checked
+    forward_backward = Model.forward_backward
+
+
 class BrokenInit(Good):
     def __init__(self, hp):
         raise ValueError("no such layer")
@@ -126,6 +131,7 @@ def register_implementations(register):
     register("broken-init", "Raises when built.", BrokenInit)
     register("fussy", "Refuses every hidden size but 7, its default too.", Fussy)
     register("broken-check", "Its check_hyperparams has a typo.", BrokenCheck)
+    register("misspelt", "Defines forward_backwards.", Misspelt)
 """
 
 
@@ -163,6 +169,7 @@ def test_a_conforming_third_party_model_passes_with_its_gradients_checked(bad_mo
         (testing.check_gradients, "broken-init", {}, "building the model or forward_backward failed: ValueError: no such layer"),
         (testing.check_learns, "good", {"steps": 5, "overrides": {"hiden": 3}}, "unknown parameter 'hiden' for good; known:"),
         (testing.check_learns, "fussy", {"steps": 5}, "check_hyperparams refuses its defaults: hidden must be 7, got 50"),
+        (testing.check_gradients, "misspelt", {}, "Misspelt defines forward_backwards, not forward_backward"),
         (
             testing.check_gradients,
             "broken-check",

@@ -181,11 +181,20 @@ def register_implementations(register):
 }
 
 
+HOOK = "from mlp_lab import hookimpl\n\n@hookimpl\ndef register_implementations(register):\n"
+REGISTERS_LINEAR = HOOK + "    register('{name}', 'A linear model.', 'half_mod:Linear')\n"
+
+
 @pytest.fixture
 def broken_world(plugin_dist):
     for dist, (module, code) in PLUGINS.items():
         site = plugin_dist(dist, module, code)
     (site / "raising_model.py").write_text("raise RuntimeError('first line\\nsecond line')\n")  # lazy-gap's by-path sibling
+    raises = REGISTERS_LINEAR.format(name="raises-late") + "    raise RuntimeError('hook blew up')\n"
+    plugin_dist("raises-late", "late_mod", raises)  # registers, then raises: nothing of it counts
+    function = {"fn_mod": "fn_mod:register_implementations"}
+    plugin_dist("names-a-function", "fn_mod", REGISTERS_LINEAR.format(name="fn-x"), entry_points=function)
+    plugin_dist("wrong-group", "wg_mod", REGISTERS_LINEAR.format(name="wg-x"), group="mlp_lab.plugins")
 
 
 def test_every_problem_is_listed_with_its_plugin_and_distribution_and_json_stays_clean(broken_world, run_cli):
@@ -204,7 +213,12 @@ def test_every_problem_is_listed_with_its_plugin_and_distribution_and_json_stays
         ("registers-nothing", None): "registered no implementation"
         " (register_implementations returned a value: call register(...) instead)",
         ("half-good", "no-predict"): "implementation 'no-predict': model lacks predict",
+        ("raises-late", None): "raised during registration: RuntimeError: hook blew up",
+        ("names-a-function", None): "its entry point names a function (fn_mod:register_implementations);"
+        " name the module that holds the hook: 'fn_mod'",
+        ("wrong-group", None): "declares its entry point wg_mod in group 'mlp_lab.plugins'; mlp-lab reads group 'mlp_lab'",
     }
+    assert not {"raises-late", "fn-x", "wg-x"} & set(names)
     assert all(b["version"] == "0.1" and b["plugin"] for b in listing["broken"])
     assert listing["clashes"] == [
         {
@@ -213,6 +227,7 @@ def test_every_problem_is_listed_with_its_plugin_and_distribution_and_json_stays
             "version": "0.1",
             "error": "name 'scratch' is taken by mlp-lab; registered as 'clash-dist:scratch'",
             "implementation": "scratch",
+            "dropped": [],
         }
     ]
     clash = next(i for i in listing["implementations"] if i["name"] == "clash-dist:scratch")
@@ -228,7 +243,24 @@ def test_a_rejected_implementation_is_a_one_line_error_naming_its_plugin(broken_
         "Error: plugin 'half_mod' (half-good 0.1) is broken: implementation 'no-predict': model lacks predict"
     )
     unknown = run_cli("run", "--plugin", "nope", "--tiny")
-    assert unknown.exit_code == 2 and "5 plugin problem(s), see 'mlp-lab plugins'" in unknown.stderr
+    assert unknown.exit_code == 2 and "8 plugin problem(s), see 'mlp-lab plugins'" in unknown.stderr
+    late = run_cli("run", "--plugin", "raises-late", "--tiny", "--steps", "3")  # it registered the name, then raised
+    assert late.exit_code == 2
+    says = "Error: plugin 'late_mod' (raises-late 0.1) is broken: raised during registration: RuntimeError: hook blew up"
+    assert late.stderr.strip().splitlines()[-1] == says
+
+
+def test_a_name_two_packages_register_is_said_whose_runs(broken_world, run_cli, store):
+    from mlp_lab import testing
+
+    result = run_cli("run", "--plugin", "scratch", "--tiny", "--steps", "2", "-q")
+    assert result.exit_code == 0, result.output
+    version = get_registry().get("scratch").version
+    note = f"Note: two packages register 'scratch': mlp-lab {version}'s runs as 'scratch', clash-dist 0.1's runs as"
+    assert note + " 'clash-dist:scratch'" in result.stderr
+    with pytest.raises(testing.ConformanceError, match="give yours a name of its own"):
+        testing.check_registered("clash-dist:scratch")  # the kit cannot tell which package is under test
+    assert "Note: two packages" not in run_cli("run", "--plugin", "autograd", "--tiny", "--steps", "2", "-q").stderr
 
 
 TWICE = """
