@@ -203,8 +203,18 @@ def overrides_of(pairs: tuple[str, ...], flags: dict[str, Any]) -> dict[str, Any
 
 @cli.command(context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def plugins(as_json: bool) -> None:
+@click.option("--guide", is_flag=True, help="Show the plugin authors' guide (Markdown) instead.")
+def plugins(as_json: bool, guide: bool) -> None:
     """List the implementations found, where they come from, and their options; and broken plugins."""
+    if guide:
+        from importlib import resources
+
+        text = (resources.files("mlp_lab") / "docs" / "plugins.md").read_text(encoding="utf-8")
+        if sys.stdout.isatty():
+            click.echo_via_pager(text)
+        else:
+            click.echo(text, nl=False)
+        return
     from mlp_lab.listing import plugin_listing, print_listing
 
     listing = plugin_listing()
@@ -347,7 +357,7 @@ def new_plugin(name: str, folder: Path | None) -> None:
     """Write a ready plugin package NAME: entry point, a working model, a conformance test, a README.
 
     NAME is a distribution name (PEP 508); it also names the entry point and the implementation.
-    See docs/plugins.md for the contract.
+    The plugin guide (mlp-lab plugins --guide) has the contract.
     """
     from mlp_lab.scaffold import create
 
@@ -355,14 +365,18 @@ def new_plugin(name: str, folder: Path | None) -> None:
     click.echo(f"Created plugin '{names.name}' (module {names.module}) in {target}:")
     click.echo("".join(f"  {f}\n" for f in files), nl=False)
     import shlex
+    import shutil
 
     python = shlex.quote(sys.executable)  # the Python mlp-lab runs on: its pip installs where mlp-lab looks
+    script = shutil.which("mlp-lab", path=str(Path(sys.executable).parent))  # this mlp-lab, venv active or not
+    mlp_lab = shlex.quote(script) if script else f"{python} -m mlp_lab"
     click.echo(
         "Next:\n"
         f"  {python} -m pip install -e {shlex.quote(f'{target}[test]')}\n"
-        f"  mlp-lab plugins\n"
-        f"  mlp-lab run --plugin {names.name} --tiny --steps 200\n"
-        f"  {python} -m pytest {shlex.quote(str(target / 'tests'))}"
+        f"  {mlp_lab} plugins\n"
+        f"  {mlp_lab} run --plugin {names.name} --tiny --steps 200\n"
+        f"  {python} -m pytest {shlex.quote(str(target / 'tests'))}\n"
+        f"The contract, and what each check means: {mlp_lab} plugins --guide"
     )
 
 

@@ -68,6 +68,8 @@ def test_scaffolded_wheel_in_a_fresh_venv_is_found_runs_compares_and_conforms(tm
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(mlp_lab), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
+    guide = run("plugins", "--guide")  # the plugin guide is installed with the wheel
+    assert guide.returncode == 0 and guide.stdout.startswith("# Writing an mlp-lab plugin"), guide.stderr
     listed = run("plugins", "--json")
     assert listed.returncode == 0, listed.stderr
     impls = {i["name"]: i for i in json.loads(listed.stdout)["implementations"]}

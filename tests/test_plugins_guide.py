@@ -1,4 +1,4 @@
-"""docs/plugins.md stays true: every hook and contract method with its exact signature, and a
+"""The plugin guide (mlp_lab/docs/plugins.md) stays true: every hook and contract method with its exact signature, and a
 minimal plugin that really is minimal and really passes the conformance kit."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from mlp_lab.registry import Register
 
 from .conftest import REPO
 
-GUIDE = (REPO / "docs" / "plugins.md").read_text()
+GUIDE = (REPO / "mlp_lab" / "docs" / "plugins.md").read_text()
 
 
 def signature_text(func, name: str | None = None, drop_self: bool = False) -> str:
@@ -41,7 +41,7 @@ def test_there_are_hooks_to_document():
 @pytest.mark.parametrize("hook", HOOKS, ids=lambda h: h.__name__)
 def test_every_hook_is_documented_with_its_exact_signature(hook):
     assert f"### `{hook.__name__}`" in GUIDE, f"no section for hook {hook.__name__}"
-    assert signature_text(hook) in GUIDE, f"docs/plugins.md lacks or misstates: {signature_text(hook)}"
+    assert signature_text(hook) in GUIDE, f"the plugin guide lacks or misstates: {signature_text(hook)}"
     for arg in inspect.signature(hook).parameters:
         assert f"- `{arg}`:" in GUIDE, f"argument {arg} of {hook.__name__} is not explained"
 
@@ -59,10 +59,19 @@ def test_every_contract_method_is_documented_with_its_exact_signature(method):
     assert signature_text(getattr(Model, method)) in GUIDE
 
 
+def test_the_refusal_of_a_combination_of_options_is_documented_with_its_exact_signature():
+    assert "@classmethod\n" + signature_text(Model.check_hyperparams.__func__) in GUIDE
+
+
+def test_the_installed_guide_is_shown_by_mlp_lab_plugins(run_cli):
+    result = run_cli("plugins", "--guide")
+    assert result.exit_code == 0 and result.stdout == GUIDE
+
+
 def test_discovery_rules_and_switches_are_documented():
     for words in ("`mlp_lab`", "MLP_LAB_LOAD_PLUGINS", "MLP_LAB_TRACE_PLUGINS", "`DISTRIBUTION:NAME`", "Built-in plugins"):
         assert words in GUIDE, words
-    assert "docs/plugins.md" in (REPO / "README.md").read_text()
+    assert "mlp_lab/docs/plugins.md" in (REPO / "README.md").read_text()
 
 
 def minimal_plugin() -> str:

@@ -35,6 +35,9 @@ def test_new_plugin_writes_a_package_with_the_entry_point(run_cli, store):
     for py in ("relu_mlp/__init__.py", "relu_mlp/model.py", "tests/test_relu_mlp.py"):
         compile((folder / py).read_text(), py, "exec")
     assert "relu-mlp" in result.output and "mlp-lab run --plugin relu-mlp" in result.output
+    steps = result.output.split("Next:\n", 1)[1].splitlines()
+    assert all(line.split()[0].startswith("/") for line in steps[:4]), steps  # this Python's tools, venv active or not
+    assert steps[-1].endswith("mlp-lab plugins --guide") and "mlp-lab plugins --guide" in (folder / "README.md").read_text()
 
 
 def test_a_name_that_is_not_a_python_identifier_gets_a_module_that_is(run_cli, store, tmp_path):
