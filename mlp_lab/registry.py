@@ -333,20 +333,21 @@ class Registration:
             if o.name in seen:
                 raise PluginError(f"implementation '{name}': option '{o.name}' is declared twice")
             seen.add(o.name)
-            _check_default(o, o.default, name)
+        opts = tuple(replace(o, default=_check_default(o, o.default, name)) for o in opts)
         unknown = set(defaults or {}) - shared - {o.name for o in opts}
         if unknown:
             raise PluginError(f"implementation '{name}': defaults for unknown hyperparameters {sorted(unknown)}")
         declared = {o.name: o for o in (*SHARED, *opts)}
-        for key, value in (defaults or {}).items():
-            _check_default(declared[key], value, name)
-        return Implementation(
-            name, description.strip(), model, dict(defaults or {}), opts, self.plugin, self.dist, self.version, self.location
-        )
+        defaults = {key: _check_default(declared[key], value, name) for key, value in (defaults or {}).items()}
+        where = (self.plugin, self.dist, self.version, self.location)
+        return Implementation(name, description.strip(), model, defaults, opts, *where)
 
 
-def _check_default(option: Option, value: Any, owner: str) -> None:
-    """A default must pass its option's checks, and a number must not lose part of itself (2.7 for an int runs as 2)."""
+def _check_default(option: Option, value: Any, owner: str) -> Any:
+    """A default must pass its option's checks, and a number must not lose part of itself (2.7 for an int runs as 2).
+
+    Returns the default to keep: a number or flag as it runs (``"0.9"`` for a float is 0.9, ``200.0`` for an int
+    200), so that the listing and the logged params show it so; a value of another type as given."""
     try:
         parsed = option.parse(value)
     except UsageError as exc:
@@ -356,6 +357,7 @@ def _check_default(option: Option, value: Any, owner: str) -> None:
         raise PluginError(
             f"implementation '{owner}': default {option.name}={value!r} would run as {parsed!r} ({option.type.__name__})"
         )
+    return parsed if option.type in (int, float, bool) else value
 
 
 def register_plugin(pm, module, plugin: str, dist: str, version: str, registry: Registry, problem) -> None:  # noqa: ANN001

@@ -224,7 +224,7 @@ def test_bad_registrations_are_rejected_with_the_reason(plugin_dist):
         register("hidden-default", "100.7 would run as 100.", model, defaults={"hidden": 100.7})
         register("converted", "Defaults its types convert, as they did before.", model,
                  options=(Option("out", pathlib.Path, "out"), Option("on", bool, "yes"), Option("act", Act, "relu"),
-                          Option("clip", float, None)), defaults={"clip": 1.0})
+                          Option("clip", float, None), Option("momentum", float, "0.9")), defaults={"clip": 1.0, "steps": 200.0})
         register("own-default", "Over its option's max.", model, options=(Option("gamma", float, 0.1, max=0.2),),
                  defaults={"gamma": 0.3})
     """
@@ -251,6 +251,9 @@ def test_bad_registrations_are_rejected_with_the_reason(plugin_dist):
     assert dashed[0].hyperparams({"drop-rate": "0.3"}).values["drop-rate"] == 0.3
     converted = registry.implementations["converted"]
     assert converted.hyperparams({"clip": None}).clip is None and converted.hyperparams({}).clip == 1.0
+    # numbers and flags are kept as they run, so the listing and the logged params show 0.9, 200 and True
+    assert [converted.default(n) for n in ("momentum", "steps", "on", "out")] == [0.9, 200, True, "out"]
+    assert type(converted.default("steps")) is int
     fine = registry.implementations["fine"]
     assert fine.default("gamma") == 0.15 and fine.hyperparams({}).gamma == 0.15  # listed as it runs
     from mlp_lab.listing import plugin_listing
