@@ -29,7 +29,7 @@ def plugin_listing() -> dict[str, Any]:
                 "location": impl.location,
                 "model": impl.model if isinstance(impl.model, str) else f"{impl.model.__module__}:{impl.model.__qualname__}",
                 "hand_written_gradients": hand_written_gradients(impl),
-                "model_problem": model_source(impl)[1],  # a model module that cannot be found or read; else null
+                "model_problem": model_problem(impl),  # what would fail its runs at once, read from the source; else null
                 "defaults": {name: impl.default(name) for name in impl.all_options()},
                 "options": [
                     {
@@ -81,28 +81,64 @@ def _read(module_name: str) -> tuple[ast.Module | None, str | None]:  # the vari
 def hand_written_gradients(impl: Implementation) -> bool | None:
     """Whether the model overrides ``forward_backward``; None where that cannot be told without importing it.
 
-    A model registered by path is read, not imported (importing it would import torch): its class
-    overrides ``forward_backward`` if it or a base class defined beside it does; it does not if
-    its bases lead to ``Model`` with none of them defining it.
+    A model registered by path is read, not imported (importing it would import torch): see :func:`_defines`.
     """
     if not isinstance(impl.model, str):
         return impl.model.has_hand_written_gradients()
     tree, _ = model_source(impl)
+    return None if tree is None else _defines(tree, impl.model.partition(":")[2], "forward_backward")
+
+
+def model_problem(impl: Implementation) -> str | None:
+    """What would fail a model registered by path at once, read without importing it: its module cannot be
+    found or read, it has no such class, or the class plainly lacks a required method. Else None."""
+    from mlp_lab.model import REQUIRED
+
+    tree, problem = model_source(impl)
     if tree is None:
+        return problem
+    module, _, name = impl.model.partition(":")
+    top = {n for node in tree.body for n in _top_level_names(node)}
+    if "*" in top or "__getattr__" in top:  # names that cannot be told from the source
         return None
-    name = impl.model.partition(":")[2]
+    if name not in top:
+        return f"no class {name} in {module}"
+    missing = [m for m in REQUIRED if _defines(tree, name, m) is False]
+    return f"model '{impl.model}' lacks {', '.join(missing)}" if missing else None
+
+
+def _top_level_names(node: ast.stmt) -> list[str]:
+    """The names a module-level statement binds (``*`` for a star import); those under ``if``/``try`` too."""
+    if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+        return [node.name]
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return [(a.asname or a.name).split(".")[0] for a in node.names]
+    if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        return [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+    if isinstance(node, (ast.If, ast.Try, ast.With, ast.For, ast.While)):
+        body = [*node.body, *getattr(node, "orelse", []), *getattr(node, "finalbody", [])]
+        body += [item for handler in getattr(node, "handlers", []) for item in handler.body]
+        return [n for item in body for n in _top_level_names(item)]
+    return []
+
+
+def _defines(tree: ast.Module, class_name: str, method: str) -> bool | None:
+    """Whether class ``class_name`` of the module ``tree`` defines ``method``, itself or through a base class
+    defined beside it; False when its bases lead to ``Model`` with none of them defining it; None when that
+    cannot be told (a base imported from elsewhere)."""
     classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
 
-    def overrides(class_name: str, seen: frozenset[str]) -> bool | None:
-        node = classes.get(class_name)
-        if node is None or class_name in seen:
+    def defines(name: str, seen: frozenset[str]) -> bool | None:
+        node = classes.get(name)
+        if node is None or name in seen:
             return None
-        if any(defined == "forward_backward" for item in node.body for defined in _defined(item)):
+        if any(defined == method for item in node.body for defined in _defined(item)):
             return True
         answers = []
         for base in node.bases:
-            if isinstance(base, ast.Name) and base.id in classes and base.id != class_name:  # one of this module's
-                answers.append(overrides(base.id, seen | {class_name}))
+            if isinstance(base, ast.Name) and base.id in classes and base.id != name:  # one of this module's
+                answers.append(defines(base.id, seen | {name}))
             else:  # imported: mlp_lab's Model (by name or as mlp_lab.Model), or unknown
                 base_name = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", None)
                 answers.append(False if base_name == "Model" else None)
@@ -110,7 +146,7 @@ def hand_written_gradients(impl: Implementation) -> bool | None:
             return True
         return False if answers and all(a is False for a in answers) else None
 
-    return overrides(name, frozenset())
+    return defines(class_name, frozenset())
 
 
 def _defined(item: ast.stmt) -> list[str]:

@@ -135,6 +135,28 @@ def test_a_model_module_that_cannot_be_read_is_shown_by_the_listing(run_cli, plu
     assert "slip_model: SyntaxError" in run_cli("plugins", env={"COLUMNS": "200"}).stdout
 
 
+def test_a_missing_class_or_method_of_a_model_registered_by_path_is_shown_by_the_listing(run_cli, plugin_dist, tmp_path):
+    """Read, not imported: a class that is not there, or one whose bases lead to Model without predict, is said."""
+    models = tmp_path / "site" / "path_models.py"
+    models.parent.mkdir(exist_ok=True)
+    models.write_text(
+        "from mlp_lab import Model\n\n"
+        "class Base(Model):\n    def parameters(self):\n        return {}\n\n"
+        "class NoPredict(Base):\n    def loss(self, batch): ...\n    def train_step(self, batch, step): ...\n\n"
+        "class Whole(NoPredict):\n    def predict(self, x): ...\n\n"
+        "try:\n    from elsewhere import Imported\nexcept ImportError:\n    Imported = Whole\n"
+    )
+    hook = "from mlp_lab import hookimpl\n\n@hookimpl\ndef register_implementations(register):\n"
+    for name, target in (("nope", "Nope"), ("no-predict", "NoPredict"), ("whole", "Whole"), ("imported", "Imported")):
+        hook += f"    register({name!r}, 'A model by path.', 'path_models:{target}')\n"
+    plugin_dist("path-models", "path_mod", hook)
+    doc = json.loads(run_cli("plugins", "--json").stdout)
+    problem = {i["name"]: i["model_problem"] for i in doc["implementations"]}
+    assert problem["nope"] == "no class Nope in path_models"
+    assert problem["no-predict"] == "model 'path_models:NoPredict' lacks predict"
+    assert problem["whole"] is None and problem["imported"] is None  # bound under try: not a problem
+
+
 def test_a_plugin_folder_not_installed_yet_says_how_to_install_it(run_cli, store, tmp_path):
     import sys
 
