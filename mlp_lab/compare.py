@@ -31,7 +31,7 @@ from mlp_lab.errors import UsageError, first_line
 from mlp_lab.options import read_back
 from mlp_lab.tracking import (
     DEFAULT_DIR,
-    check_reachable,
+    check_store,
     deleted_experiment,
     quiet_mlflow_logs,
     sqlite_path,
@@ -362,7 +362,7 @@ def open_client(uri: str | None) -> MlflowClient:
     """A client on the store, checked with one cheap request: a store that cannot be read is a one-line error."""
     quiet_mlflow_logs()
     resolved = store_uri(uri)
-    check_reachable(resolved)
+    check_store(resolved)  # a server that answers; a database that is a file
     try:
         client = MlflowClient(resolved)
         client.search_experiments(max_results=1)

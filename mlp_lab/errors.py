@@ -26,6 +26,15 @@ def described(exc: BaseException) -> str:
 
 
 def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (MLflow's run to pages), else its type's name."""
-    text = str(getattr(exc, "message", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The first line of an exception's message (MLflow's run to pages), else its type's name.
+
+    A database error wrapped by SQLAlchemy says the database's own reason (``attempt to write a
+    readonly database``), not the wrapper's first line (``(raised as a result of Query-invoked autoflush; ...``).
+    """
+    orig = getattr(exc, "orig", None)  # SQLAlchemy's DBAPIError: the driver's own error
+    if isinstance(orig, BaseException) and orig is not exc:
+        return first_line(orig)
+    lines = [line for line in str(getattr(exc, "message", None) or exc).strip().splitlines() if line.strip()]
+    while len(lines) > 1 and lines[0].startswith("(raised as a result of "):  # the same, as text (pickled, say)
+        lines.pop(0)
+    return lines[0] if lines else type(exc).__name__

@@ -82,6 +82,9 @@ def check_store(uri: str) -> None:
         if not folder.is_dir():
             why = "is not a folder" if folder.exists() else "does not exist"
             raise StoreError(f"cannot open the MLflow store {uri}: its folder {folder} {why}")
+        if database.exists() and not database.is_file():  # MLflow would retry opening it for minutes
+            what = "a folder" if database.is_dir() else "not a file"
+            raise StoreError(f"cannot open the MLflow store {uri}: {database} is {what}, not an SQLite database")
     check_reachable(uri)
 
 
@@ -724,3 +727,5 @@ def quiet_mlflow_logs() -> None:
 
     for name in ("mlflow.store.db.utils", "mlflow.pyfunc", "mlflow.models.model", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING if name != "mlflow.pyfunc" else logging.ERROR)
+    # a database error is logged there with its traceback, then raised: mlp-lab says it in one line
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)

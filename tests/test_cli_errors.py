@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -183,6 +184,53 @@ def test_a_file_in_the_stores_way_fails_before_training(run_cli, store, tmp_path
         assert (result.exit_code, result.stdout) == (2, ""), result.output
         assert result.stderr.startswith("Error: ") and says in result.stderr and result.stderr.count("\n") == 1
     assert not (tmp_path / "mlruns").is_dir() or runs_in(store) == []
+
+
+def test_a_database_path_that_is_a_folder_is_one_line_at_once(run_cli, store, tmp_path):
+    """MLflow would retry opening it for almost two minutes, with a warning each time."""
+    folder = tmp_path / "runs.db"
+    folder.mkdir()
+    says = f"Error: cannot open the MLflow store sqlite:///{folder}: {folder} is a folder, not an SQLite database"
+    for command in (("run", "--plugin", "scratch", "--tiny", "--steps", "3"), ("compare",)):
+        result = run_cli(*command, "--tracking-uri", f"sqlite:///{folder}")
+        assert (result.exit_code, result.stderr.strip()) == (2, says), result.output
+    assert list(folder.iterdir()) == []
+
+
+def test_a_read_only_database_is_one_line_with_its_reason(store, tmp_path):
+    """Root writes past file modes; an immutable file (chattr +i) it cannot. MLflow logs a traceback of its own."""
+    database = tmp_path / "kept.db"
+    command = [sys.executable, "-m", "mlp_lab", "run", "--plugin", "scratch", "--tiny", "--steps", "2", "-q"]
+    command += ["--tracking-uri", f"sqlite:///{database}"]
+    made = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=180)
+    assert made.returncode == 0, made.stderr[-2000:]
+    if subprocess.run(["chattr", "+i", str(database)], capture_output=True).returncode != 0:
+        database.chmod(0o444)
+        if os.access(database, os.W_OK):
+            pytest.skip("no way to make the database read-only here (root, without chattr)")
+    try:
+        result = subprocess.run(command, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=180)
+    finally:
+        subprocess.run(["chattr", "-i", str(database)], capture_output=True)
+        database.chmod(0o644)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"Error: cannot create a run in the MLflow store sqlite:///{database}: ")
+    assert "attempt to write a readonly database" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_a_database_error_wrapped_by_sqlalchemy_says_the_databases_reason():
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from mlp_lab.errors import first_line
+
+    cause = sqlite3.OperationalError("attempt to write a readonly database")
+    wrapped = OperationalError("INSERT INTO runs ...", {}, cause)
+    assert first_line(wrapped) == "attempt to write a readonly database"
+    autoflush = "(raised as a result of Query-invoked autoflush; consider using a session.no_autoflush block)"
+    as_text = RuntimeError(f"{autoflush}\n{wrapped}")  # as it comes back from the tracking process, unpickled
+    assert first_line(as_text) == "(sqlite3.OperationalError) attempt to write a readonly database"
 
 
 def test_ui_on_a_mistyped_store_is_an_error_not_a_new_store(run_cli, store, tmp_path):
