@@ -478,12 +478,15 @@ def _group_run(client: MlflowClient, group: str, experiment_ids: dict[str, str])
             list(experiment_ids),
             f"attributes.run_name = '{group}' and tags.`{KIND}` = 'group'",
             ViewType.ACTIVE_ONLY,
-            1,
+            10,
             ["attributes.start_time DESC"],
             what=f"--group {group!r}",
         )
     if not runs:
         raise UsageError(f"--group {group}: no run of that id, nor group of that name, in {_names(experiment_ids)}")
+    if len(runs) > 1:  # groups started in the same second, before names had a random part: which is meant?
+        ids = ", ".join(r.info.run_id for r in runs)
+        raise UsageError(f"--group {group}: {len(runs)} groups have that name; give one of their ids: {ids}")
     return runs[0]
 
 

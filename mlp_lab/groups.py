@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import secrets
 import sys
 import time
 from typing import Any
@@ -30,7 +31,9 @@ def execute_group(specs: list[RunSpec], data: Any, device: Any, tracker: Any, qu
         "device": str(device),
         **{f"shared.{k}": v for k, v in shared.items()},
     }
-    group = tracker.start_run(f"compare-{'-'.join(names)[:60]}-{time.strftime('%H%M%S')}", params, tags={"mlp_lab.kind": "group"})
+    # the time for people, a random part so that groups started in the same second (a sweep) keep names of their own
+    name = f"compare-{'-'.join(names)[:60]}-{time.strftime('%H%M%S')}-{secrets.token_hex(2)}"
+    group = tracker.start_run(name, params, tags={"mlp_lab.kind": "group"})
     group.ready()
     outcomes: list[Outcome] = []
     try:

@@ -11,6 +11,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import signal
 import socket
 import statistics
@@ -303,6 +304,21 @@ def test_a_group_is_found_by_the_name_its_table_shows_too(lab):
     by_name = lab.compare_json("--group", lab.group.info.run_name)
     assert by_name["group_run_id"] == lab.group.info.run_id
     assert by_name == lab.compare_json("--group", lab.group.info.run_id)
+
+
+def test_groups_started_in_the_same_second_have_names_of_their_own_and_an_old_shared_name_is_refused(run_cli, store):
+    for _ in range(2):
+        assert run_cli("run", "--plugin", "scratch", "--seeds", "0,1", "--tiny", "--steps", "2", "-q").exit_code == 0
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("mlp-lab")
+    groups = client.search_runs([experiment.experiment_id], "tags.`mlp_lab.kind` = 'group'")
+    names = [g.info.run_name for g in groups]
+    assert len(set(names)) == 2 and all(re.fullmatch(r"compare-scratch-\d{6}-[0-9a-f]{4}", n) for n in names), names
+    client.set_tag(groups[1].info.run_id, "mlflow.runName", names[0])  # as two groups of one second were named before
+    result = run_cli("compare", "--group", names[0])
+    assert result.exit_code == 2 and result.stderr.strip() == (
+        f"Error: --group {names[0]}: 2 groups have that name; give one of their ids: " + ", ".join(g.info.run_id for g in groups)
+    )
 
 
 def test_a_group_in_a_deleted_experiment_is_named_as_deleted(run_cli, store):
