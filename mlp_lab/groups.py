@@ -14,8 +14,11 @@ from mlp_lab.output import unless_unread
 from mlp_lab.runs import Outcome, RunSpec, execute
 
 
-def execute_group(specs: list[RunSpec], data: Any, device: Any, tracker: Any, quiet: bool = False) -> tuple[str, list[Outcome]]:
-    """Run every spec as a child of a new parent run; the parent records what was compared and how it went."""
+def execute_group(specs: list[RunSpec], data: Any, device: Any, tracker: Any, quiet: bool = False) -> tuple[Any, list[Outcome]]:
+    """Run every spec as a child of a new parent run; the parent records what was compared and how it went.
+
+    Returns the parent, still running, and the outcomes: :func:`finish` logs its comparison and ends it.
+    """
     names = list(dict.fromkeys(s.impl.name for s in specs))
     seeds = list(dict.fromkeys(s.seed for s in specs))
     logged = [as_logged(s.impl.all_options(), s.hp) for s in specs]
@@ -50,9 +53,7 @@ def execute_group(specs: list[RunSpec], data: Any, device: Any, tracker: Any, qu
             group.end("FAILED", first_line(exc))
         raise
     group.log_metrics(_counts(outcomes, len(specs)), 0)
-    failed = [o for o in outcomes if o.status != "FINISHED"]
-    group.end("FINISHED" if len(failed) < len(outcomes) else "FAILED", "; ".join(o.error or "" for o in failed) or None)
-    return group.run_id, outcomes
+    return group, outcomes
 
 
 def _counts(outcomes: list[Outcome], planned: int, stopped: int = 0) -> dict[str, float]:
@@ -61,18 +62,31 @@ def _counts(outcomes: list[Outcome], planned: int, stopped: int = 0) -> dict[str
     return {"runs_planned": planned, "runs_succeeded": ok, "runs_failed": len(outcomes) - ok + stopped}
 
 
-def report(tracker: Any, parent_id: str) -> None:
-    """Print the group's comparison table and log it on the parent run (markdown, CSV, overlay figure).
+def finish(tracker: Any, group: Any, outcomes: list[Outcome]) -> str | None:
+    """Log the group's comparison on its parent run (markdown, CSV, overlay figure), then end the parent; returns
+    the comparison table to print.
 
-    The runs are already tracked: a failure here is reported as a warning and changes no exit code.
+    The parent ends only once its comparison is logged: interrupted before that, it ends KILLED, so that
+    a FINISHED group always has it. The child runs are already tracked: a comparison that cannot be made
+    is reported as a warning (and None returned) and changes no exit code.
     """
     from rich.console import Console
 
+    failed = [o for o in outcomes if o.status != "FINISHED"]
+    status = "FINISHED" if len(failed) < len(outcomes) else "FAILED"
+    text = None
     try:
-        text = tracker.report_group(parent_id, Console().width if sys.stdout.isatty() else 160)
+        text = tracker.report_group(group.run_id, Console().width if sys.stdout.isatty() else 160)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (errors.Terminated), while the comparison was made
+        group.end("KILLED", f"{str(exc) or 'interrupted (Ctrl-C)'} while its comparison was made")
+        raise
     except Exception as exc:  # noqa: BLE001 - the comparison is a view of runs that are safely stored
-        print(f"Warning: no comparison for group {parent_id}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return
+        print(f"Warning: no comparison for group {group.run_id}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    group.end(status, "; ".join(o.error or "" for o in failed) or None)
+    return text
+
+
+def print_comparison(text: str) -> None:
     with unless_unread():  # flushed here: a reader gone shows now, not at the exit's flush
         print()
         print(text, end="", flush=True)

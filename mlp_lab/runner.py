@@ -143,14 +143,15 @@ def run_command(
 
         if len(specs) == 1:
             outcomes = [execute(specs[0], data, dev, tracker, quiet=quiet)]
-            parent = None
+            print_outcomes(outcomes, tracker, None)
         else:
             from mlp_lab import groups
 
-            parent, outcomes = groups.execute_group(specs, data, dev, tracker, quiet=quiet)
-        print_outcomes(outcomes, tracker, parent)
-        if parent:
-            groups.report(tracker, parent)  # made by the tracking process, which has MLflow and the store open
+            group, outcomes = groups.execute_group(specs, data, dev, tracker, quiet=quiet)
+            comparison = groups.finish(tracker, group, outcomes)  # made by the tracking process, which has MLflow open
+            print_outcomes(outcomes, tracker, group.run_id)
+            if comparison is not None:
+                groups.print_comparison(comparison)
         return 0 if all(o.status == "FINISHED" for o in outcomes) else 1
 
 

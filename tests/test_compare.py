@@ -566,3 +566,30 @@ def test_a_figure_of_runs_none_of_which_finished_is_not_written_blank(run_cli, s
     assert result.exit_code == 1 and "0 (+1 killed)" in result.stdout
     assert result.stderr.strip().endswith("none of these runs finished, so there is no curve to draw; not written")
     assert not (tmp_path / "f.png").exists()
+
+
+def test_a_group_interrupted_while_its_comparison_is_made_ends_killed_not_finished(store, monkeypatch):
+    """A FINISHED group always has its comparison: the parent ends only once it is logged."""
+    import torch
+
+    from mlp_lab import groups
+    from mlp_lab.registry import get_registry
+    from mlp_lab.runs import RunSpec
+    from mlp_lab.tracking import Tracker
+
+    tracker = Tracker(None, "mlp-lab")
+    impl = get_registry().get("scratch")
+    specs = [RunSpec(impl, impl.model_class(), impl.hyperparams({"steps": 2}), seed) for seed in (0, 1)]
+    group, outcomes = groups.execute_group(specs, data.load("tiny"), torch.device("cpu"), tracker, quiet=True)
+    assert tracker.client.get_run(group.run_id).info.status == "RUNNING"  # until its comparison is logged
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tracker, "report_group", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        groups.finish(tracker, group, outcomes)
+    parent = tracker.client.get_run(group.run_id)
+    assert parent.info.status == "KILLED"
+    assert parent.data.tags["mlp_lab.error"] == "interrupted (Ctrl-C) while its comparison was made"
+    assert {tracker.client.get_run(o.run_id).info.status for o in outcomes} == {"FINISHED"}
