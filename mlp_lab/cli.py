@@ -153,7 +153,11 @@ def parse_seeds(seed: int | None, seeds: str | None, repeat: int | None) -> list
 @click.option("--lr", type=float, help="Learning rate (default: each implementation's).")
 @click.option("--hidden", type=int, help="Hidden units per layer (default: each implementation's).")
 @click.option("--batch-size", help="Samples per step, or 'full': the whole training set (default: each implementation's).")
-@click.option("--eval-every", type=int, help="Steps between evaluations (default: each implementation's, else steps // 100).")
+@click.option(
+    "--eval-every",
+    type=int,
+    help="Steps between evaluations (default: steps // 100, or an implementation's own, scaled with --steps).",
+)
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="An implementation's own option (repeatable).")
 @click.option("--seed", type=int, help="Random seed (default 1337, the seed notebook's).")
 @click.option("--seeds", help="Comma-separated seeds: one run per plugin and seed, grouped under a parent run.")

@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     from mlp_lab.compare import Curve
     from mlp_lab.summary import Summary
 
+SPARSE = 25  # a curve of this many points or fewer is drawn with its points marked
+
 
 def prepare() -> None:
     """Import matplotlib's figure and PNG backend now (about 0.4 s of CPU), not when the first figure is drawn."""
@@ -31,8 +33,9 @@ def loss_curve(summary: Summary, title: str) -> Figure:
     ax_loss.set(xlabel="step", ylabel="training loss", title="Training loss")
     ax_loss.grid(True, alpha=0.3)
     steps = [e.step for e in summary.evaluations]
-    ax_acc.plot(steps, [e.train_accuracy for e in summary.evaluations], label="train", color="tab:orange")
-    ax_acc.plot(steps, [e.test_accuracy for e in summary.evaluations], label="test", color="tab:green")
+    marker = "o" if len(steps) <= SPARSE else None  # a few evaluations: the points, not only lines between them
+    ax_acc.plot(steps, [e.train_accuracy for e in summary.evaluations], label="train", color="tab:orange", marker=marker, ms=3)
+    ax_acc.plot(steps, [e.test_accuracy for e in summary.evaluations], label="test", color="tab:green", marker=marker, ms=3)
     final = summary.evaluations[-1] if summary.evaluations else None
     if final is not None:
         ax_acc.annotate(f"test {final.test_accuracy:.3f}", (final.step, final.test_accuracy), ha="right", va="top")
@@ -64,7 +67,9 @@ def comparison(loss: Sequence[Curve], accuracy: Sequence[Curve], title: str, ban
         for c in curves:
             runs = f"{c.runs} run{'s' if c.runs != 1 else ''}"
             name = c.label if len(c.label) <= 120 else c.label[:119] + "…"
-            ax.plot(c.steps, c.mean, lw=1.6, label=f"{name} ({runs}{final.get(c.label, '')})", **style[c.label])
+            marker = "o" if len(c.steps) <= SPARSE else None  # a few evaluations: the points, not only lines between them
+            label = f"{name} ({runs}{final.get(c.label, '')})"
+            ax.plot(c.steps, c.mean, lw=1.6, label=label, marker=marker, ms=3, **style[c.label])
             if c.runs > 1:
                 ax.fill_between(c.steps, c.low, c.high, color=style[c.label]["color"], alpha=0.18, lw=0)
         ax.grid(True, alpha=0.3)

@@ -118,6 +118,14 @@ def run_command(
         for name, hp in hps.items():
             if hp.batch_size is not None and hp.batch_size > n_train:
                 raise UsageError(f"{name}: batch_size {hp.batch_size} is larger than the training set ({n_train})")
+        sparse = [name for name, hp in hps.items() if "eval_every" in overrides and hp.eval_every > hp.steps]
+        if sparse:  # as asked, but a curve of two points is easily taken for a straight line
+            hp = hps[sparse[0]]
+            print(
+                f"Note: eval_every {hp.eval_every} is more than steps {hp.steps}: {', '.join(sparse)} evaluated"
+                " before training and at its end only",
+                file=sys.stderr,
+            )
         classes = {impl.name: model_class_or_failure(impl) for impl in impls}
         for impl in impls:
             classes[impl.name] = refuse_bad_combination(impl, classes[impl.name], hps[impl.name])

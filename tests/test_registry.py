@@ -296,3 +296,16 @@ def test_every_parameter_a_run_logs_beside_the_hyperparameters_is_reserved():
     spec = RunSpec(impl, impl.model_class(), impl.hyperparams({}), 1)
     logged = {**params_of(spec, load("tiny"), torch.device("cpu")), **device_params(torch.device("cpu"))}
     assert set(logged) - set(spec.hp.as_dict()) - {"eval_every"} == RUN_PARAMS
+
+
+def test_an_implementations_own_eval_every_scales_with_the_steps_asked_for(run_cli, store):
+    """dropout evaluates every 600 of its 10,000 steps: 100 steps are evaluated every 6, not twice in all."""
+    dropout = get_registry().get("dropout")
+    assert (dropout.default("steps"), dropout.default("eval_every")) == (10000, 600)
+    assert dropout.hyperparams({"steps": "100"}).eval_every == 6
+    assert dropout.hyperparams({"steps": 100, "eval_every": 50}).eval_every == 50  # as asked
+    assert dropout.hyperparams({}).eval_every == 600 and dropout.hyperparams({"steps": 1}).eval_every == 1
+    assert get_registry().get("relu").hyperparams({"steps": 100}).eval_every is None  # steps // 100, by itself
+    result = run_cli("run", "--plugin", "scratch", "--tiny", "--steps", "3", "--eval-every", "10", "-q")
+    assert result.exit_code == 0
+    assert "Note: eval_every 10 is more than steps 3: scratch evaluated before training and at its end only" in result.stderr
