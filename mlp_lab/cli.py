@@ -156,7 +156,7 @@ def parse_seeds(seed: int | None, seeds: str | None, repeat: int | None) -> list
 @click.option(
     "--eval-every",
     type=int,
-    help="Steps between evaluations (default: steps // 100, or an implementation's own, scaled with --steps).",
+    help="Steps between evaluations (default: steps // 100, or an implementation's own, less for fewer --steps).",
 )
 @click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="An implementation's own option (repeatable).")
 @click.option("--seed", type=int, help="Random seed (default 1337, the seed notebook's).")

@@ -82,13 +82,14 @@ class Implementation:
     def hyperparams(self, overrides: dict[str, Any]) -> Hyperparams:
         """The run's hyperparameters: defaults overridden by ``overrides`` (unknown keys ignored).
 
-        An implementation's own ``eval_every`` scales with ``steps`` set without it, so that a shorter run is
-        evaluated as many times as a default one (``steps // 100`` does so by itself).
+        An implementation's own ``eval_every`` is scaled down for ``steps`` fewer than its default, set without
+        ``eval_every``, so that a shorter run is evaluated as many times as a default one (``steps // 100`` does so
+        by itself); a longer run keeps it (600 steps may be an epoch).
         """
         own, default_steps = self.defaults.get("eval_every"), self.default("steps")
         if own is not None and "steps" in overrides and overrides.get("eval_every") is None and default_steps:
             steps = resolve(self.all_options(), self.defaults, {"steps": overrides["steps"]}, self.name).steps
-            overrides = {**overrides, "eval_every": max(1, round(own * steps / default_steps))}
+            overrides = {**overrides, "eval_every": min(own, max(1, round(own * steps / default_steps)))}
         return resolve(self.all_options(), self.defaults, overrides, self.name)
 
     def model_class(self) -> type:

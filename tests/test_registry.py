@@ -305,6 +305,7 @@ def test_an_implementations_own_eval_every_scales_with_the_steps_asked_for(run_c
     assert dropout.hyperparams({"steps": "100"}).eval_every == 6
     assert dropout.hyperparams({"steps": 100, "eval_every": 50}).eval_every == 50  # as asked
     assert dropout.hyperparams({}).eval_every == 600 and dropout.hyperparams({"steps": 1}).eval_every == 1
+    assert get_registry().get("best").hyperparams({"steps": 12000}).eval_every == 600  # longer: still once an epoch
     assert get_registry().get("relu").hyperparams({"steps": 100}).eval_every is None  # steps // 100, by itself
     result = run_cli("run", "--plugin", "scratch", "--tiny", "--steps", "3", "--eval-every", "10", "-q")
     assert result.exit_code == 0
