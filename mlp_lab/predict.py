@@ -34,7 +34,7 @@ class Images:
 def read(path: Path, invert: bool = False) -> Images:
     """The images in ``path`` (PNG or other Pillow image, or .npy); a usage error for what is not 28x28."""
     if not path.is_file():
-        raise UsageError(f"{path}: no such file")
+        raise UsageError(f"{path}: {'not a regular file' if path.exists() else 'no such file'}")
     if path.suffix.lower() == ".npy":
         try:
             array = np.load(path, allow_pickle=False)

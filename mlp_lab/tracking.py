@@ -73,9 +73,16 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///") :].split("?", 1)[0])
 
 
+SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")  # MLflow's tracking stores
+
+
 def check_store(uri: str) -> None:
     """:class:`StoreError` at once for a store that cannot work: a local database whose folder is missing, a server
     that does not answer (:func:`check_reachable`)."""
+    scheme = uri.partition("://")[0].partition("+")[0].lower() if "://" in uri else ""
+    if scheme and scheme not in SCHEMES:  # MLflow's own message speaks of its model registry
+        known = ", ".join(f"{s}://" for s in SCHEMES)
+        raise StoreError(f"cannot open the MLflow store {uri}: MLflow stores have no scheme '{scheme}' (it knows {known})")
     database = sqlite_path(uri)
     if database is not None:
         folder = database.parent
@@ -654,7 +661,12 @@ def _store_lock(uri: str) -> Iterator[None]:
     if fcntl is None or database is None:
         yield
         return
-    with open(database.with_suffix(".lock"), "a") as lock:
+    try:
+        lock = open(database.with_suffix(".lock"), "a")  # noqa: SIM115 - closed below, after the lock is let go
+    except OSError as exc:  # the folder takes no new files: said of the store, not of the lock file
+        why = f"cannot write in {database.parent} ({exc.strerror or exc})"
+        raise StoreError(f"cannot open the MLflow store {uri}: {why}") from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

@@ -47,6 +47,14 @@ CASES = {
         ["--plugin", "scratch", "--tracking-uri", "sqlite:///no/such/folder/x.db"],
         "cannot open the MLflow store sqlite:///no/such/folder/x.db: its folder no/such/folder does not exist",
     ),
+    "store of no scheme MLflow has": (
+        ["--plugin", "scratch", "--tracking-uri", "bogus://x"],
+        "cannot open the MLflow store bogus://x: MLflow stores have no scheme 'bogus' (it knows sqlite://, http://",
+    ),
+    "store in a folder that takes no files": (
+        ["--plugin", "scratch", "--tracking-uri", "sqlite:////proc/x.db"],
+        "cannot open the MLflow store sqlite:////proc/x.db: cannot write in /proc (",
+    ),
     "empty experiment name": (["--plugin", "scratch", "--experiment", " "], "an MLflow experiment needs a name"),
     "no plugin": ([], "Missing option '--plugin'"),
     "unknown flag": (["--plugin", "scratch", "--bogus"], "No such option '--bogus'. (see 'mlp-lab run --help')"),

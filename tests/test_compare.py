@@ -430,6 +430,7 @@ def test_predict_errors_are_one_line(lab, tmp_path):
         ((child, tmp_path / "small.png"), "image is 20x20, expected 28x28"),
         ((child, tmp_path / "text.png"), "not an image"),
         ((child, tmp_path / "missing.png"), "no such file"),
+        ((child, Path("/dev/null")), "not a regular file"),
         (("0123456789abcdef", good), "no such run"),
         ((lab.group.info.run_id, good), "has no logged model"),
     ]
