@@ -425,4 +425,4 @@ def test_the_listing_reads_well_at_80_and_120_columns(broken_world, run_cli, wid
         assert phrase in words, phrase
     if width == 120:  # wide enough: each description on one line
         assert "  Step 1: 784-50-10 tanh MLP, sum-of-squares loss, forward and backward written by hand, full batch." in lines
-    assert lines[-1].endswith("5 problems (see above).")
+    assert lines[-1].endswith("8 problems (see above).")
