@@ -22,11 +22,11 @@ import torch
 import mlp_lab
 from mlp_lab import figures, model_file, training
 from mlp_lab.data import Dataset
-from mlp_lab.errors import PluginError, TrackingError, described, first_line
+from mlp_lab.errors import PluginError, TrackingError, described
 from mlp_lab.options import Hyperparams, as_logged
 from mlp_lab.progress import Progress
 from mlp_lab.registry import Implementation
-from mlp_lab.tracking import ArrayShape, RunLog, Tracker
+from mlp_lab.tracking import ArrayShape, RunLog, Tracker, refusal
 
 
 @dataclass
@@ -162,7 +162,7 @@ def refused_by_store(name: str) -> Iterator[None]:
     except TrackingError:
         raise
     except Exception as exc:
-        raise TrackingError(f"the MLflow store refused run {name}: {first_line(exc)}") from exc
+        raise TrackingError(f"the MLflow store refused run {name}: {refusal(exc)}") from exc
 
 
 def build_and_train(

@@ -153,6 +153,14 @@ class StoreError(UsageError):
     """The MLflow store cannot be opened (bad URI, unreachable server, unwritable folder)."""
 
 
+def refusal(exc: BaseException) -> str:
+    """Why the store refused a run's write, in one line; for a run deleted while it ran, said so."""
+    why = first_line(exc)
+    if "must be in the 'active' state" in why:  # MLflow's words for a deleted run
+        why += " (it, or its experiment, was deleted in the store meanwhile; restore it to see what it logged)"
+    return why
+
+
 def store_error(uri: str, exc: BaseException) -> StoreError:
     """The one-line error for a store MLflow could not open; for a local store whose tables were only partly
     made (its creation cut short, by an earlier mlp-lab or by anything else), what to do about it."""
@@ -438,7 +446,7 @@ class RunLog:
 
     def write_error(self, exc: BaseException) -> TrackingError:
         """What a failed write of this run's records is reported as (a queued one: once, while it trains)."""
-        error = TrackingError(f"the MLflow store could not write what run {self.name} logged: {first_line(exc)}")
+        error = TrackingError(f"the MLflow store could not write what run {self.name} logged: {refusal(exc)}")
         error.__cause__ = exc
         return error
 

@@ -165,6 +165,7 @@ def test_a_run_deleted_while_it_trains_stops_its_group_with_one_line(store, tmp_
     assert proc.returncode == 1, err
     (line,) = err.strip().splitlines()[-1:]
     assert "Traceback" not in err and line.startswith("Error: the MLflow store refused run scratch-s1: "), err
+    assert line.endswith("(it, or its experiment, was deleted in the store meanwhile; restore it to see what it logged)")
     (group,) = [r for r in runs_in(store) if r.data.tags["mlp_lab.kind"] == "group"]
     assert group.info.status == "FAILED" and group.data.tags["mlp_lab.error"] == line.removeprefix("Error: ")
     assert (group.data.metrics["runs_planned"], group.data.metrics["runs_failed"]) == (2, 1)
