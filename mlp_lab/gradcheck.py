@@ -183,7 +183,7 @@ def run(impl: Implementation, hp: Hyperparams, samples: int, seed: int, entries:
             rows = finite_differences(model, batch, seed, entries, owner=impl.label)
     except (PluginError, UsageError):
         raise
-    except Exception as exc:  # the plugin's own code raised: one line, as mlp-lab run reports it
+    except (Exception, SystemExit) as exc:  # the plugin's own code raised: one line, as mlp-lab run reports it
         raise PluginError(f"{impl.label} failed: {type(exc).__name__}: {first_line(exc)}") from exc
     table = Table()
     for col in ("tensor", "exact", "approximate", "max diff"):

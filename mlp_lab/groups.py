@@ -66,9 +66,9 @@ def finish(tracker: Any, group: Any, outcomes: list[Outcome]) -> str | None:
     """Log the group's comparison on its parent run (markdown, CSV, overlay figure), then end the parent; returns
     the comparison table to print.
 
-    The parent ends only once its comparison is logged: interrupted before that, it ends KILLED, so that
-    a FINISHED group always has it. The child runs are already tracked: a comparison that cannot be made
-    is reported as a warning (and None returned) and changes no exit code.
+    The parent ends only once its comparison is logged: interrupted before that, it ends KILLED, so a
+    FINISHED group has its comparison unless it could not be made: the child runs are tracked already, so
+    that is a warning (and None returned), which changes no exit code.
     """
     from rich.console import Console
 

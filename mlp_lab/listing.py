@@ -8,7 +8,7 @@ import importlib.util
 import sys
 from typing import Any
 
-from mlp_lab.registry import Implementation, get_registry, load_filter, unmatched_in_load_filter
+from mlp_lab.registry import Implementation, Problem, get_registry, load_filter, unmatched_in_load_filter
 
 BOUNDS = (("min", ">="), ("max", "<="), ("above", ">"), ("below", "<"))
 
@@ -44,11 +44,16 @@ def plugin_listing() -> dict[str, Any]:
             }
             for impl in registry.implementations.values()
         ],
-        "broken": [vars(p) for p in registry.broken],
-        "clashes": [vars(p) for p in registry.clashes],
+        "broken": [_problem(p) for p in registry.broken],
+        "clashes": [_problem(p) for p in registry.clashes],
         "load_filter": load_filter(),  # MLP_LAB_LOAD_PLUGINS's entry points; null when unset
         "load_filter_unmatched": unmatched_in_load_filter()[0],  # those no installed package has
     }
+
+
+def _problem(problem: Problem) -> dict[str, Any]:
+    """A problem as plain data; ``dropped`` only where a plugin had registered names before it broke."""
+    return {k: v for k, v in vars(problem).items() if k != "dropped" or v}
 
 
 def model_source(impl: Implementation) -> tuple[ast.Module | None, str | None]:
@@ -116,11 +121,24 @@ def _top_level_names(node: ast.stmt) -> list[str]:
     if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
         targets = node.targets if isinstance(node, ast.Assign) else [node.target]
         return [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
-    if isinstance(node, (ast.If, ast.Try, ast.With, ast.For, ast.While)):
+    if isinstance(node, ast.Match):
+        return [n for case in node.cases for item in case.body for n in _top_level_names(item)]
+    if isinstance(node, (ast.If, ast.Try, ast.TryStar, ast.With, ast.For, ast.While)):
         body = [*node.body, *getattr(node, "orelse", []), *getattr(node, "finalbody", [])]
         body += [item for handler in getattr(node, "handlers", []) for item in handler.body]
         return [n for item in body for n in _top_level_names(item)]
     return []
+
+
+def _mlp_lab_model_names(tree: ast.Module) -> set[str]:
+    """The names this module binds to mlp-lab's ``Model`` (``from mlp_lab import Model``, ``as Base``)."""
+    return {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module in ("mlp_lab", "mlp_lab.model")
+        for alias in node.names
+        if alias.name == "Model"
+    }
 
 
 def _defines(tree: ast.Module, class_name: str, method: str) -> bool | None:
@@ -128,6 +146,12 @@ def _defines(tree: ast.Module, class_name: str, method: str) -> bool | None:
     defined beside it; False when its bases lead to ``Model`` with none of them defining it; None when that
     cannot be told (a base imported from elsewhere)."""
     classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    ours = _mlp_lab_model_names(tree)
+
+    def is_mlp_lab_model(base: ast.expr) -> bool:  # Model as imported from mlp_lab, or mlp_lab.Model
+        if isinstance(base, ast.Attribute):
+            return base.attr == "Model" and isinstance(base.value, ast.Name) and base.value.id == "mlp_lab"
+        return isinstance(base, ast.Name) and base.id in ours
 
     def defines(name: str, seen: frozenset[str]) -> bool | None:
         node = classes.get(name)
@@ -139,9 +163,8 @@ def _defines(tree: ast.Module, class_name: str, method: str) -> bool | None:
         for base in node.bases:
             if isinstance(base, ast.Name) and base.id in classes and base.id != name:  # one of this module's
                 answers.append(defines(base.id, seen | {name}))
-            else:  # imported: mlp_lab's Model (by name or as mlp_lab.Model), or unknown
-                base_name = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", None)
-                answers.append(False if base_name == "Model" else None)
+            else:  # imported: mlp_lab's Model, or a class that cannot be read from here
+                answers.append(False if is_mlp_lab_model(base) else None)
         if True in answers:
             return True
         return False if answers and all(a is False for a in answers) else None

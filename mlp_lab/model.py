@@ -155,12 +155,16 @@ def checked_parameters(model: Model, owner: str) -> dict[str, torch.Tensor]:
 def refusal(model_class: Any, hp: Hyperparams) -> str | None:
     """Why ``model_class`` refuses ``hp`` (the first line of the ``ValueError`` its
     :meth:`Model.check_hyperparams` raised), else None. Any other error there is the plugin's own: it is raised."""
+    import inspect
+
     from mlp_lab.errors import first_line
     from mlp_lab.options import Hyperparams
 
     check = getattr(model_class, "check_hyperparams", None)
     if check is None:  # a stand-in for a model class that could not be loaded
         return None
+    if not isinstance(inspect.getattr_static(model_class, "check_hyperparams"), (classmethod, staticmethod)):
+        raise TypeError(f"{model_class.__name__}.check_hyperparams must be a @classmethod (no model is built to check)")
     try:
         check(Hyperparams(dict(hp.values)))  # a copy: a check changes nothing a run uses
     except ValueError as exc:

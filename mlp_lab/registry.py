@@ -230,28 +230,30 @@ def near_misses() -> list[metadata.EntryPoint]:
     """Entry points in a group named almost ``mlp_lab`` (``mlp_lab.plugins``, ``mlp-lab``): plugins declared
     where mlp-lab does not look."""
 
-    def key(group: str) -> str:
-        return re.sub(r"[^a-z0-9]", "", group.lower())
-
-    groups = [g for g in metadata.entry_points().groups if g != GROUP and key(g).startswith(key(GROUP))]
+    near = re.compile(r"mlp[-_.]?lab($|[-_.])")  # mlp-lab, mlplab, mlp_lab.plugins; not mlp_labels
+    groups = [g for g in metadata.entry_points().groups if g != GROUP and near.match(g.lower())]
     return [ep for group in sorted(groups) for ep in metadata.entry_points(group=group)]
 
 
 def load(entry_points: list[metadata.EntryPoint] | None = None) -> Registry:
     """Load every plugin of the ``mlp_lab`` entry-point group into a new :class:`Registry`."""
     registry = Registry()
-    if entry_points is None and load_filter() is None:
+    wanted = load_filter()
+    if entry_points is None:
         for ep in near_misses():
             dist, version = _distribution(ep)
+            if wanted is not None and ep.name not in wanted and f"{dist}:{ep.name}" not in wanted:
+                continue
             error = f"declares its entry point {ep.name} in group '{ep.group}'; mlp-lab reads group '{GROUP}'"
             registry.broken.append(Problem(ep.name, dist, version, error))
     pm = plugin_manager()
     for ep in _entry_points() if entry_points is None else entry_points:
         dist, version = _distribution(ep)
 
-        def problem(error: str, ep: metadata.EntryPoint = ep, dist: str = dist, version: str = version) -> None:
+        def problem(error: str, ep: metadata.EntryPoint = ep, dist: str = dist, version: str = version) -> Problem:
             registry.broken.append(Problem(ep.name, dist, version, error))
             _trace(f"plugin '{ep.name}' ({dist} {version}) broken: {error}")
+            return registry.broken[-1]
 
         _trace(f"loading entry point {ep.name} = {ep.value} ({dist} {version})")
         try:
@@ -377,8 +379,7 @@ def register_plugin(pm, module, plugin: str, dist: str, version: str, registry: 
         with contextlib.redirect_stdout(sys.stderr):
             returned = pm.subset_hook_caller("register_implementations", remove_plugins=others)(register=register)
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - whatever a plugin's hook raises
-        problem(f"raised during registration: {type(exc).__name__}: {exc}")
-        registry.broken[-1].dropped = [impl.name for impl in register.pending]
+        problem(f"raised during registration: {type(exc).__name__}: {exc}").dropped = [i.name for i in register.pending]
         pm.unregister(module)
         return
     for rejected in register.rejected:

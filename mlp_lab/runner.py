@@ -33,8 +33,7 @@ def select(names: tuple[str, ...]) -> list[Implementation]:
     if not chosen:
         raise UsageError("no implementations to run (none registered; see 'mlp-lab plugins')")
     if "all" not in names:  # a name another package also claims: say whose runs
-        for impl in chosen:
-            clash = registry.contested(impl.name)
+        for clash in dict.fromkeys(registry.contested(impl.name) for impl in chosen):
             if clash:
                 print(f"Note: {clash}", file=sys.stderr)
     return chosen
@@ -69,7 +68,7 @@ def refuse_bad_combination(impl: Implementation, model_class: Any, hp: Any) -> A
 
     try:
         why = refusal(model_class, hp)
-    except Exception as exc:  # noqa: BLE001 - the plugin's own check is broken: its runs say so, the others go on
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the plugin's own check is broken: its runs say so, the others go on
         error = PluginError(f"{impl.label} failed: check_hyperparams raised {described(exc)}")
         error.__cause__ = exc  # its traceback goes into the run's error.txt
         return UnusableModel(error)
@@ -118,12 +117,10 @@ def run_command(
         for name, hp in hps.items():
             if hp.batch_size is not None and hp.batch_size > n_train:
                 raise UsageError(f"{name}: batch_size {hp.batch_size} is larger than the training set ({n_train})")
-        sparse = [name for name, hp in hps.items() if "eval_every" in overrides and hp.eval_every > hp.steps]
-        if sparse:  # as asked, but a curve of two points is easily taken for a straight line
-            hp = hps[sparse[0]]
+        sparse = [f"{name} ({hp.eval_every} > {hp.steps})" for name, hp in hps.items() if (hp.eval_every or 0) > hp.steps]
+        if sparse and overrides.get("eval_every") is not None:  # as asked, but two points are easily taken for a curve
             print(
-                f"Note: eval_every {hp.eval_every} is more than steps {hp.steps}: {', '.join(sparse)} evaluated"
-                " before training and at its end only",
+                f"Note: eval_every is more than steps for {', '.join(sparse)}: evaluated before training and at its end only",
                 file=sys.stderr,
             )
         classes = {impl.name: model_class_or_failure(impl) for impl in impls}
@@ -156,8 +153,8 @@ def run_command(
             from mlp_lab import groups
 
             group, outcomes = groups.execute_group(specs, data, dev, tracker, quiet=quiet)
+            print_outcomes(outcomes, tracker, group.run_id)  # (interrupted here, the group ends KILLED when closed)
             comparison = groups.finish(tracker, group, outcomes)  # made by the tracking process, which has MLflow open
-            print_outcomes(outcomes, tracker, group.run_id)
             if comparison is not None:
                 groups.print_comparison(comparison)
         return 0 if all(o.status == "FINISHED" for o in outcomes) else 1

@@ -76,11 +76,19 @@ def sqlite_path(uri: str) -> Path | None:
 SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")  # MLflow's tracking stores
 
 
+def store_schemes() -> set[str]:
+    """The URI schemes MLflow has tracking stores for: its own, and those installed plugins add."""
+    from importlib import metadata
+
+    added = {ep.name for ep in metadata.entry_points(group="mlflow.tracking_store")}
+    return {*SCHEMES, "uc", "databricks-uc", *added}
+
+
 def check_store(uri: str) -> None:
     """:class:`StoreError` at once for a store that cannot work: a local database whose folder is missing, a server
     that does not answer (:func:`check_reachable`)."""
     scheme = uri.partition("://")[0].partition("+")[0].lower() if "://" in uri else ""
-    if scheme and scheme not in SCHEMES:  # MLflow's own message speaks of its model registry
+    if scheme and scheme not in store_schemes():  # MLflow's own message speaks of its model registry
         known = ", ".join(f"{s}://" for s in SCHEMES)
         raise StoreError(f"cannot open the MLflow store {uri}: MLflow stores have no scheme '{scheme}' (it knows {known})")
     database = sqlite_path(uri)
@@ -672,7 +680,8 @@ def _store_lock(uri: str) -> Iterator[None]:
     try:
         lock = open(database.with_suffix(".lock"), "a")  # noqa: SIM115 - closed below, after the lock is let go
     except OSError as exc:  # the folder takes no new files: said of the store, not of the lock file
-        why = f"cannot write in {database.parent} ({exc.strerror or exc})"
+        where = database.with_suffix(".lock") if database.with_suffix(".lock").exists() else database.parent
+        why = f"cannot write in {where} ({exc.strerror or exc})"
         raise StoreError(f"cannot open the MLflow store {uri}: {why}") from None
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -747,5 +756,16 @@ def quiet_mlflow_logs() -> None:
 
     for name in ("mlflow.store.db.utils", "mlflow.pyfunc", "mlflow.models.model", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING if name != "mlflow.pyfunc" else logging.ERROR)
-    # a database error is logged there with its traceback, then raised: mlp-lab says it in one line
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    db = logging.getLogger("mlflow.store.db.utils")
+    if not any(isinstance(f, _RaisedAnyway) for f in db.filters):
+        db.addFilter(_RaisedAnyway())
+
+
+class _RaisedAnyway:
+    """Drops MLflow's logged database errors (a traceback, then the error is raised: mlp-lab says it in one line);
+    its warnings, such as a database it is still retrying to reach, stay."""
+
+    def filter(self, record: Any) -> bool:
+        import logging
+
+        return record.levelno < logging.ERROR

@@ -267,3 +267,20 @@ def test_a_data_folder_that_cannot_be_made_is_one_line(run_cli, store, tmp_path,
         and "a file is in the way" in result.stderr
     )
     assert runs_in(store) == []
+
+
+def test_mlflows_logged_database_errors_are_dropped_and_its_retry_warnings_kept():
+    """The error is raised and said in one line anyway; a database still being retried must not go silent."""
+    import logging
+
+    from mlp_lab.tracking import quiet_mlflow_logs
+
+    quiet_mlflow_logs()
+    quiet_mlflow_logs()  # twice: one filter
+    db = logging.getLogger("mlflow.store.db.utils")
+
+    def record(level: int) -> logging.LogRecord:
+        return db.makeRecord(db.name, level, __file__, 1, "message", (), None)
+
+    assert db.isEnabledFor(logging.WARNING) and db.filter(record(logging.WARNING))
+    assert not db.filter(record(logging.ERROR)) and len(db.filters) == 1

@@ -139,6 +139,15 @@ class BrokenCheck(Linear):
     def check_hyperparams(cls, hp):
         return hp.no_such_option  # a bug in the check itself: AttributeError, not a refusal
 
+class ExitsCheck(Linear):
+    @classmethod
+    def check_hyperparams(cls, hp):
+        raise SystemExit(3)
+
+class PlainCheck(Linear):
+    def check_hyperparams(self, hp):  # not a classmethod: no model is built to call it on
+        pass
+
 class NarrowOnly(Linear):
     @classmethod
     def check_hyperparams(cls, hp):
@@ -164,6 +173,8 @@ def register_implementations(register):
     register("two-lines", "Raises with a two-line message.", TwoLines)
     register("keeps-its-graph", "Keeps its last loss with its graph, found only at the end.", KeepsItsGraph)
     register("broken-check", "Its check_hyperparams raises AttributeError.", BrokenCheck)
+    register("exits-check", "Its check_hyperparams calls sys.exit.", ExitsCheck)
+    register("plain-check", "Its check_hyperparams is a plain method.", PlainCheck)
     register("narrow-only", "Refuses a wide hidden layer with a large learning rate.", NarrowOnly)
 """,
     ),
@@ -195,6 +206,7 @@ def broken_world(plugin_dist):
     function = {"fn_mod": "fn_mod:register_implementations"}
     plugin_dist("names-a-function", "fn_mod", REGISTERS_LINEAR.format(name="fn-x"), entry_points=function)
     plugin_dist("wrong-group", "wg_mod", REGISTERS_LINEAR.format(name="wg-x"), group="mlp_lab.plugins")
+    plugin_dist("labels", "labels_mod", "", group="mlp_labels")  # some other project's group: none of ours
 
 
 def test_every_problem_is_listed_with_its_plugin_and_distribution_and_json_stays_clean(broken_world, run_cli):
@@ -227,7 +239,6 @@ def test_every_problem_is_listed_with_its_plugin_and_distribution_and_json_stays
             "version": "0.1",
             "error": "name 'scratch' is taken by mlp-lab; registered as 'clash-dist:scratch'",
             "implementation": "scratch",
-            "dropped": [],
         }
     ]
     clash = next(i for i in listing["implementations"] if i["name"] == "clash-dist:scratch")
@@ -260,6 +271,7 @@ def test_a_name_two_packages_register_is_said_whose_runs(broken_world, run_cli, 
     assert note + " 'clash-dist:scratch'" in result.stderr
     with pytest.raises(testing.ConformanceError, match="give yours a name of its own"):
         testing.check_registered("clash-dist:scratch")  # the kit cannot tell which package is under test
+    assert testing.check_registered("scratch").builtin  # but a built-in keeps its name, and mlp-lab's tests pass
     assert "Note: two packages" not in run_cli("run", "--plugin", "autograd", "--tiny", "--steps", "2", "-q").stderr
 
 
@@ -299,7 +311,8 @@ def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_
         *("--plugin", "exits-in-step"),
         *("--plugin", "three-scores", "--plugin", "float-loss", "--plugin", "list-params", "--plugin", "holds-a-lock"),
         *("--plugin", "nan-scores", "--plugin", "float-eval-loss", "--plugin", "two-lines", "--plugin", "keeps-its-graph"),
-        *("--plugin", "broken-check", "--plugin", "clash-dist:scratch", "--tiny", "--steps", "5", "-q"),
+        *("--plugin", "broken-check", "--plugin", "exits-check", "--plugin", "plain-check"),
+        *("--plugin", "clash-dist:scratch", "--tiny", "--steps", "5", "-q"),
     )  # fmt: skip
     assert result.exit_code == 1 and "Traceback" not in result.output
     runs = {r.data.params["plugin"]: r for r in runs_in(store) if r.data.tags.get("mlp_lab.kind") == "run"}
@@ -318,6 +331,8 @@ def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_
         "two-lines": "FAILED",
         "keeps-its-graph": "FAILED",
         "broken-check": "FAILED",  # a check that breaks is the plugin's failure, not the user's
+        "exits-check": "FAILED",
+        "plain-check": "FAILED",
         "clash-dist:scratch": "FINISHED",
     }
     assert runs["scratch"].data.params["plugin_distribution"] == "mlp-lab"
@@ -360,8 +375,12 @@ def test_failing_plugins_end_their_own_runs_failed_and_the_others_finish(broken_
     assert error["broken-check"].startswith(
         label.format("broken-check") + " failed: check_hyperparams raised AttributeError: no hyperparameter 'no_such_option' ("
     )
-    for before_training in ("list-params", "holds-a-lock", "broken-check"):  # found before training, not after it
-        assert "train_loss" not in runs[before_training].data.metrics
+    assert error["exits-check"].endswith("failed: check_hyperparams raised SystemExit: 3")
+    assert error["plain-check"].endswith("check_hyperparams raised TypeError: PlainCheck.check_hyperparams must be a"
+                                         " @classmethod (no model is built to check)")  # fmt: skip
+    before_training = ("list-params", "holds-a-lock", "broken-check", "exits-check", "plain-check")
+    for name in before_training:  # found before training, not after it
+        assert "train_loss" not in runs[name].data.metrics
 
 
 def test_a_combination_the_model_refuses_is_a_one_line_error_before_any_run(broken_world, run_cli, store):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -36,7 +38,7 @@ def test_new_plugin_writes_a_package_with_the_entry_point(run_cli, store):
         compile((folder / py).read_text(), py, "exec")
     assert "relu-mlp" in result.output and "mlp-lab run --plugin relu-mlp" in result.output
     steps = result.output.split("Next:\n", 1)[1].splitlines()
-    assert all(line.split()[0].startswith("/") for line in steps[:4]), steps  # this Python's tools, venv active or not
+    assert all(Path(shlex.split(line)[0]).is_absolute() for line in steps[:4]), steps  # this Python's, venv active or not
     assert steps[-1].endswith("mlp-lab plugins --guide") and "mlp-lab plugins --guide" in (folder / "README.md").read_text()
 
 
