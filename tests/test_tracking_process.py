@@ -103,15 +103,18 @@ def test_a_killed_training_process_leaves_its_run_killed_with_the_losses_it_sent
     assert len(steps) >= 100 and steps == list(range(len(steps)))  # everything sent, in order, nothing lost
 
 
-def test_a_store_that_cannot_be_opened_is_one_line_from_wait(store):
+def test_a_store_that_cannot_be_opened_is_one_line_from_wait(store, tmp_path):
+    """Found by MLflow in the tracking process (a file that is no database), said in one line by ``wait``."""
     from mlp_lab.tracking import StoreError
 
+    (tmp_path / "junk.db").write_bytes(b"not a database, whatever its name says" * 100)
+    uri = f"sqlite:///{tmp_path / 'junk.db'}"
     process = tracking_process.start()
     try:
-        tracker = tracking_process.RemoteTracker(process, "nosuch://store", "mlp-lab")
-        with pytest.raises(StoreError, match="cannot open the MLflow store nosuch://store") as caught:
+        tracker = tracking_process.RemoteTracker(process, uri, "mlp-lab")
+        with pytest.raises(StoreError, match=f"cannot open the MLflow store {uri}: ") as caught:
             tracker.wait()
-        assert "\n" not in str(caught.value)
+        assert "\n" not in str(caught.value) and "not a database" in str(caught.value)
     finally:
         process.close()
 
