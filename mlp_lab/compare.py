@@ -151,11 +151,13 @@ class Comparison:
     columns: list[str]
     group: Record | None = None
     all_params: bool = False  # the columns are every parameter, not only those that differ
+    unstarted: int = 0  # of a group stopped early (Ctrl-C, a store that failed): planned runs that never started
 
     @property
     def note(self) -> str:
-        """What the numbers are; and, where some seed was run again, which of its runs counts."""
-        return STD_NOTE + (f"; {RERUN_NOTE}" if any(row.reruns for row in self.rows) else "")
+        """What the numbers are; where some seed was run again, which of its runs counts; runs a group never started."""
+        never = f"; {self.unstarted} of the group's planned runs never started" if self.unstarted else ""
+        return STD_NOTE + (f"; {RERUN_NOTE}" if any(row.reruns for row in self.rows) else "") + never
 
     @property
     def has_curves(self) -> bool:
@@ -219,6 +221,7 @@ class Comparison:
         doc = {
             "title": self.title,
             "group_run_id": self.group.run_id if self.group else None,
+            "runs_unstarted": self.unstarted,  # of a stopped group: planned runs that never started
             "std": "sample standard deviation (n-1); null with fewer than 2 finished runs",
             "reruns": RERUN_NOTE.replace("+N reruns", "runs_reruns"),
             "param_columns": self.columns,
@@ -533,7 +536,15 @@ def select(
         raise NothingToCompare(
             f"no runs to compare in {title[0].lower() + title[1:]}" + (f" ({'; '.join(detail)})" if detail else "")
         )
-    return build(records, title, all_params, parent)
+    comparison = build(records, title, all_params, parent)
+    if parent is not None and not plugins and not filter_string.strip():  # the whole group: its runs never started
+        comparison.unstarted = never_started(parent, len(records))
+    return comparison
+
+
+def never_started(group: Record, runs: int) -> int:
+    """How many of a group's planned runs never started, given how many it has."""
+    return max(0, int(group.metrics.get("runs_planned", runs)) - runs)
 
 
 def _mlflow_call(fn: Any, *args: Any, what: str = "", **kwargs: Any) -> Any:
@@ -614,6 +625,7 @@ def report_group(tracker: Any, parent_id: str, out: Any = None, width: int | Non
     group = record(parent, client.get_experiment(parent.info.experiment_id).name)
     children = list(search(client, {parent.info.experiment_id: group.experiment}, f"tags.`{PARENT}` = '{parent_id}'"))
     comparison = build(children, f"Comparison group {group.name} ({parent_id})", group=group)
+    comparison.unstarted = never_started(group, len(children))
     print(comparison.render("table", width), end="", file=out)
     client.log_text(parent_id, comparison.to_markdown(), "comparison.md")
     client.log_text(parent_id, comparison.to_csv(), "comparison.csv")

@@ -594,3 +594,25 @@ def test_a_group_interrupted_while_its_comparison_is_made_ends_killed_not_finish
     assert parent.info.status == "KILLED"
     assert parent.data.tags["mlp_lab.error"] == "interrupted (Ctrl-C) while its comparison was made"
     assert {tracker.client.get_run(o.run_id).info.status for o in outcomes} == {"FINISHED"}
+
+
+def test_a_group_stopped_early_says_how_many_of_its_runs_never_started(run_cli, store):
+    from mlp_lab.tracking import Tracker
+
+    tracker = Tracker(None, "mlp-lab")
+    client = tracker.client
+    group = client.create_run(tracker.experiment_id, tags={"mlp_lab.kind": "group"}, run_name="compare-stopped")
+    client.log_metric(group.info.run_id, "runs_planned", 3, step=0)
+    child = client.create_run(
+        tracker.experiment_id, tags={"mlp_lab.kind": "run", "mlflow.parentRunId": group.info.run_id}, run_name="scratch-s0"
+    )
+    for key, value in (("plugin", "scratch"), ("seed", "0")):
+        client.log_param(child.info.run_id, key, value)
+    client.log_metric(child.info.run_id, "test_accuracy", 0.5, step=1)
+    client.set_terminated(child.info.run_id, "FINISHED")
+    client.set_terminated(group.info.run_id, "KILLED")
+    shown = run_cli("compare", "--group", group.info.run_id)
+    assert shown.exit_code == 0 and "2 of the group's planned runs never started" in " ".join(shown.stdout.split())
+    assert json.loads(run_cli("compare", "--group", group.info.run_id, "--format", "json").stdout)["runs_unstarted"] == 2
+    only = json.loads(run_cli("compare", "--group", group.info.run_id, "--plugin", "scratch", "--format", "json").stdout)
+    assert only["runs_unstarted"] == 0  # a part of the group: which of its runs are missing is not known
