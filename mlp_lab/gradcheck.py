@@ -77,13 +77,25 @@ def hand_written(model, batch: Batch, owner: str = "the model", random_weights: 
     loss, activations, grads = model.forward_backward(batch)
     unknown = [name for name in grads if name not in params and name not in activations]
     if unknown:
+        known = ", ".join([*params, *activations])
         raise PluginError(
             f"{owner}: forward_backward returned gradients for {', '.join(unknown)}, neither parameters nor activations"
+            f" (those are {known})"
+        )
+    for kind, tensors in (("activations", activations), ("grads", grads)):
+        for name, value in tensors.items():
+            if not isinstance(value, torch.Tensor):
+                kind_of = type(value)
+                what = kind_of.__name__ if kind_of.__module__ == "builtins" else f"{kind_of.__module__}.{kind_of.__name__}"
+                raise PluginError(f"{owner}: forward_backward's {kind}[{name!r}] is a {what}, not a tensor")
+    if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+        raise PluginError(
+            f"{owner}: forward_backward must return the loss as computed from the parameters, with autograd on"
+            " (not detached, not under torch.no_grad(): keep that for the update in train_step)"
         )
     for a in activations.values():
-        a.retain_grad()
-    if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
-        raise PluginError(f"{owner}: forward_backward must return the loss as computed from the parameters, with autograd on")
+        if a.requires_grad:
+            a.retain_grad()
     loss.backward()
     rows = [Row(f"{name} (no hand-written gradient)", False, False, math.inf) for name in params if name not in grads]
     for name, mine in grads.items():
@@ -102,6 +114,22 @@ def hand_written(model, batch: Batch, owner: str = "the model", random_weights: 
             continue
         rows.append(Row(name, bool(torch.equal(mine, ref)), close(mine, ref), (mine - ref).abs().max().item()))
     return rows
+
+
+def losses_differ(model, batch: Batch, seed: int) -> str | None:  # noqa: ANN001
+    """Where ``loss`` and the loss ``forward_backward`` returns disagree on the same batch and weights, what they
+    give: the evaluations would report another loss than the one trained (a sum for a mean, say)."""
+    with torch.no_grad():
+        _seeded(seed)
+        evaluated = model.loss(batch)
+        _seeded(seed)
+        trained = model.forward_backward(batch)[0]
+    a, b = float(evaluated), float(trained)
+    if math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6):
+        return None
+    ratio = f"; {a / b:.3g} times it" if b and math.isfinite(a / b) else ""
+    both = f"loss() gives {a:.6g} and forward_backward's loss {b:.6g} on the same batch{ratio}"
+    return f"{both}: evaluations report the one, training follows the other"
 
 
 def finite_differences(model, batch: Batch, seed: int, entries: int, eps: float = 1e-6, owner: str = "the model") -> list[Row]:  # noqa: ANN001
@@ -171,6 +199,9 @@ def run(impl: Implementation, hp: Hyperparams, samples: int, seed: int, entries:
             weights = "its own weights" if own_weights else "random weights"
             title = f"{impl.name}: hand-written gradients vs autograd, {weights} ({samples} samples)"
             rows = hand_written(model, batch, impl.label, random_weights=not own_weights)
+            differ = losses_differ(model, batch, seed)
+            if differ:
+                print(f"Note: {differ}", file=sys.stderr)
         else:
             title = f"{impl.name}: autograd vs finite differences, float64 ({samples} samples)"
             near = near_misses(model_class)

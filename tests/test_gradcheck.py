@@ -174,6 +174,7 @@ def test_a_learners_slips_are_caught_and_named(run_cli, plugin_dist):
 
 
 FLAWED = """
+import torch
 from mlp_lab import Option, hookimpl
 from mlp_lab_plugins.scratch import Scratch
 from mlp_lab_plugins.seed import TANH_MSE
@@ -198,6 +199,20 @@ class Detached(Scratch):
         loss, activations, grads = super().forward_backward(batch)
         return loss.detach(), activations, grads
 
+class NoGrad(Scratch):  # "no autograd here", the whole method under no_grad
+    @torch.no_grad()
+    def forward_backward(self, batch):
+        return super().forward_backward(batch)
+
+class NumpyGrads(Scratch):
+    def forward_backward(self, batch):
+        loss, activations, grads = super().forward_backward(batch)
+        return loss, activations, {k: v.detach().numpy() for k, v in grads.items()}
+
+class SumLoss(Scratch):  # loss() a mean, the trained loss a sum: both right, but not the same number
+    def loss(self, batch):
+        return super().loss(batch) / len(batch)
+
 class Raises(Scratch):
     def __init__(self, hp):
         raise RuntimeError("init fails")
@@ -210,7 +225,8 @@ class ListParams(Scratch):
 def register_implementations(register):
     options = (*TANH_MSE, Option("decay_at", int, 5000), Option("decay", float, 0.1))
     for name, model in [("missing", Missing), ("wrong-shape", WrongShape), ("stray", Stray), ("detached", Detached),
-                        ("raises", Raises), ("list-params", ListParams)]:
+                        ("raises", Raises), ("list-params", ListParams), ("no-grad", NoGrad), ("numpy-grads", NumpyGrads),
+                        ("sum-loss", SumLoss)]:
         register(name, "Scratch with a flaw in its gradients.", model, options=options)
 """
 
@@ -232,14 +248,28 @@ def test_a_plugin_that_breaks_in_gradcheck_is_one_line(run_cli, plugin_dist):
     plugin_dist("flawed-plugin", "flawed_mod", FLAWED)
     label = "implementation '{}' (plugin 'flawed_mod' from flawed-plugin 0.1)"
     expected = {
-        "stray": ": forward_backward returned gradients for logits, neither parameters nor activations",
-        "detached": ": forward_backward must return the loss as computed from the parameters, with autograd on",
+        "stray": ": forward_backward returned gradients for logits, neither parameters nor activations"
+        " (those are w1, b1, w2, b2, z1, h1, z2, h2)",
+        "detached": ": forward_backward must return the loss as computed from the parameters, with autograd on"
+        " (not detached, not under torch.no_grad(): keep that for the update in train_step)",
+        "no-grad": ": forward_backward must return the loss as computed from the parameters, with autograd on"
+        " (not detached, not under torch.no_grad(): keep that for the update in train_step)",
+        "numpy-grads": ": forward_backward's grads['h2'] is a numpy.ndarray, not a tensor",
         "raises": " failed: RuntimeError: init fails",
         "list-params": ": parameters() must return a dict of tensors by name, got list",
     }
     for name, message in expected.items():
         result = run_cli("gradcheck", "--plugin", name)
         assert (result.exit_code, result.stderr.strip()) == (2, "Error: " + label.format(name) + message), result.output
+
+
+def test_a_loss_that_differs_from_the_one_trained_is_noted(run_cli, plugin_dist):
+    plugin_dist("flawed-plugin", "flawed_mod", FLAWED)
+    result = run_cli("gradcheck", "--plugin", "sum-loss", "--samples", "4")
+    assert result.exit_code == 0, result.output  # the gradients are right
+    (note,) = result.stderr.strip().splitlines()
+    assert note.startswith("Note: loss() gives ") and "on the same batch; 0.25 times it: evaluations report" in note
+    assert run_cli("gradcheck", "--plugin", "scratch").stderr == ""  # the same loss: nothing to say
 
 
 def test_a_gradient_autograd_finds_nan_fails_its_row_and_says_what_to_try():
