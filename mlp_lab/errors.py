@@ -38,3 +38,21 @@ def first_line(exc: BaseException) -> str:
     while len(lines) > 1 and lines[0].startswith("(raised as a result of "):  # the same, as text (pickled, say)
         lines.pop(0)
     return lines[0] if lines else type(exc).__name__
+
+
+def plugin_frame(exc: BaseException) -> str | None:
+    """Where in the plugin's own code ``exc`` was raised (``model.py:42 in forward``): the last frame of its
+    traceback outside mlp-lab's core, the libraries it calls (torch, numpy) and Python's own; None if there is none."""
+    import sys
+    import sysconfig
+    import traceback
+    from pathlib import Path
+
+    skip = [Path(__file__).resolve().parent, Path(sysconfig.get_paths()["stdlib"]).resolve()]
+    skip += [Path(m.__file__).resolve().parent for m in map(sys.modules.get, ("torch", "numpy")) if getattr(m, "__file__", None)]
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        path = Path(frame.filename).resolve()
+        if frame.filename.startswith("<") or any(path.is_relative_to(folder) for folder in skip):
+            continue
+        return f"{path.name}:{frame.lineno} in {frame.name}"
+    return None

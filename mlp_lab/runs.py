@@ -22,7 +22,7 @@ import torch
 import mlp_lab
 from mlp_lab import figures, model_file, training
 from mlp_lab.data import Dataset
-from mlp_lab.errors import PluginError, TrackingError, described
+from mlp_lab.errors import PluginError, TrackingError, described, plugin_frame
 from mlp_lab.options import Hyperparams, as_logged
 from mlp_lab.progress import Progress
 from mlp_lab.registry import Implementation
@@ -138,11 +138,7 @@ def execute(
         raise
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - a failing plugin (even one calling sys.exit) ends its own run
         progress.close()
-        error = (
-            str(exc)
-            if isinstance(exc, (PluginError, TrackingError))
-            else f"{spec.impl.label} failed: {described(exc)}"  # the whole message is in error.txt
-        )
+        error = str(exc) if isinstance(exc, (PluginError, TrackingError)) else failure(spec, exc)
         with refused_by_store(name):
             try:
                 for ev in held:
@@ -152,6 +148,19 @@ def execute(
                 run.end("FAILED", error)
         print(f"Error: {error}", file=sys.stderr)
         return Outcome(spec, run.run_id, "FAILED", error=error)
+
+
+def failure(spec: RunSpec, exc: BaseException) -> str:
+    """What a plugin's failure is reported as, in one line (the whole traceback goes into error.txt): where in
+    its own code it was raised; for hand-written gradients that let the loss diverge, the check to run."""
+    where = plugin_frame(exc)
+    error = f"{spec.impl.label} failed: {described(exc)}" + (f" (at {where})" if where else "")
+    hand_written = getattr(spec.model_class, "has_hand_written_gradients", lambda: False)()
+    if isinstance(exc, training.NonFiniteLoss) and hand_written:
+        error += f"; a wrong gradient can do that: mlp-lab gradcheck --plugin {spec.impl.name}"
+    if isinstance(exc, AttributeError) and exc.name in ("hp", "training"):  # Model.__init__ never ran
+        error += "; does __init__ call super().__init__(hp)?"
+    return error
 
 
 @contextlib.contextmanager

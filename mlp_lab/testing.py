@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlp_lab.errors import described
+from mlp_lab.errors import described, plugin_frame
 
 if TYPE_CHECKING:
     from mlp_lab.data import Dataset
@@ -106,7 +106,8 @@ def _train(spec: RunSpec) -> tuple[Any, Any]:
     except PluginError as exc:  # the model breaks the contract (it cannot be saved, say): the message says how
         raise ConformanceError(str(exc)) from None
     except (Exception, SystemExit) as exc:  # sys.exit in a plugin fails the check, as it fails a run
-        raise _fail(spec.impl.name, f"training failed: {described(exc)}") from exc
+        where = plugin_frame(exc)
+        raise _fail(spec.impl.name, f"training failed: {described(exc)}" + (f" (at {where})" if where else "")) from exc
 
 
 def check_registered(name: str) -> Implementation:
@@ -300,12 +301,14 @@ def check_implementation(
 ) -> list[str]:
     """Every check, in order, sharing the trainings; returns the names of the checks that ran.
 
-    ``gradients`` runs only for hand-written gradients. ``workdir`` holds the MLflow store (a
+    ``gradients`` runs only for hand-written gradients, before any training (a wrong one would otherwise
+    show as a loss that diverged). ``workdir`` holds the MLflow store (a
     temporary folder when None); ``overrides`` sets hyperparameters or options (``{"lr": 0.05}``)
     where the defaults do not suit a 30-step run.
     """
     __tracebackhide__ = True
     check_registered(name)
+    gradients = check_gradients(name, overrides=overrides)  # first: a wrong gradient shows as one, not as divergence
     spec = _spec(name, steps, overrides=overrides)
     first = _train(spec)
     _predictions_ok(spec, first[0])
@@ -316,8 +319,7 @@ def check_implementation(
             _roundtrip(spec, first[0], tmp)
     else:
         _roundtrip(spec, first[0], workdir)
-    passed = ["registered", "predictions", "deterministic", "learns", "mlflow"]
-    return passed + (["gradients"] if check_gradients(name, overrides=overrides) else [])
+    return ["registered", *(["gradients"] if gradients else []), "predictions", "deterministic", "learns", "mlflow"]
 
 
 try:  # the pytest plugin (entry point pytest11); the functions above work without pytest

@@ -247,6 +247,7 @@ def test_a_parameter_without_a_hand_written_gradient_fails(run_cli, plugin_dist)
 def test_a_plugin_that_breaks_in_gradcheck_is_one_line(run_cli, plugin_dist):
     plugin_dist("flawed-plugin", "flawed_mod", FLAWED)
     label = "implementation '{}' (plugin 'flawed_mod' from flawed-plugin 0.1)"
+    line = next(i for i, text in enumerate(FLAWED.splitlines(), 1) if 'raise RuntimeError("init fails")' in text)
     expected = {
         "stray": ": forward_backward returned gradients for logits, neither parameters nor activations"
         " (those are w1, b1, w2, b2, z1, h1, z2, h2)",
@@ -255,7 +256,7 @@ def test_a_plugin_that_breaks_in_gradcheck_is_one_line(run_cli, plugin_dist):
         "no-grad": ": forward_backward must return the loss as computed from the parameters, with autograd on"
         " (not detached, not under torch.no_grad(): keep that for the update in train_step)",
         "numpy-grads": ": forward_backward's grads['h2'] is a numpy.ndarray, not a tensor",
-        "raises": " failed: RuntimeError: init fails",
+        "raises": f" failed: RuntimeError: init fails (at flawed_mod.py:{line} in __init__)",  # where, in its code
         "list-params": ": parameters() must return a dict of tensors by name, got list",
     }
     for name, message in expected.items():
