@@ -59,14 +59,21 @@ def at_random_weights(model, owner: str = "the model") -> None:  # noqa: ANN001
                 p.normal_(0.0, 1 / math.sqrt(max(p.shape, default=1)))
 
 
-def hand_written(model, batch: Batch, owner: str = "the model", random_weights: bool = True) -> list[Row]:  # noqa: ANN001
+def hand_written(
+    model,  # noqa: ANN001
+    batch: Batch,
+    owner: str = "the model",
+    random_weights: bool = True,
+    hints: list[str] | None = None,
+) -> list[Row]:
     """Hand-written gradients against autograd's, parameters and exposed activations alike, at random
     weights (:func:`at_random_weights`) unless ``random_weights`` is false (the model's own).
 
     A parameter without a hand-written gradient is a failed row, and so is a gradient autograd
     finds NaN or infinite (a parameter that must stay positive, drawn negative?); a gradient named
     after neither a parameter nor an activation, or a loss autograd cannot differentiate, a
-    :class:`PluginError`.
+    :class:`PluginError`. Where gradients differ, ``hints`` (if given) gets what the mismatches suggest
+    (:func:`hints_for`).
     """
     if random_weights:
         at_random_weights(model, owner)
@@ -98,6 +105,7 @@ def hand_written(model, batch: Batch, owner: str = "the model", random_weights: 
             a.retain_grad()
     loss.backward()
     rows = [Row(f"{name} (no hand-written gradient)", False, False, math.inf) for name in params if name not in grads]
+    scales: dict[str, float | None] = {}
     for name, mine in grads.items():
         ref = params[name].grad if name in params else activations[name].grad
         mine = mine.detach()
@@ -113,7 +121,43 @@ def hand_written(model, batch: Batch, owner: str = "the model", random_weights: 
             rows.append(Row(f"{name} (autograd's is NaN or infinite here: try --own-weights)", False, False, math.inf))
             continue
         rows.append(Row(name, bool(torch.equal(mine, ref)), close(mine, ref), (mine - ref).abs().max().item()))
+        if not rows[-1].approximate:
+            scales[name] = _scale(mine, ref)
+    if hints is not None:
+        hints += hints_for(rows, scales, list(activations), len(batch))
     return rows
+
+
+def _scale(mine: torch.Tensor, ref: torch.Tensor) -> float | None:
+    """The one factor ``c`` with ``mine == c * ref`` (within :func:`close`), if there is one."""
+    norm = float((ref.double() * ref.double()).sum())
+    if norm == 0.0:
+        return None
+    c = float((mine.double() * ref.double()).sum()) / norm
+    return c if close(mine, (c * ref.double()).to(mine.dtype)) else None
+
+
+def hints_for(rows: list[Row], scales: dict[str, float | None], forward_order: list[str], n: int) -> list[str]:
+    """What mismatches suggest: one factor off everywhere (1/N forgotten?), and, going back from the loss through
+    the activations, the first that is wrong after one that is right: the step between them."""
+    hints = []
+    bad = [r.name for r in rows if not r.approximate]
+    factors = [scales.get(name) for name in bad]
+    if bad and all(f is not None for f in factors) and max(factors) - min(factors) <= 1e-3 * abs(max(factors)):
+        c = factors[0]
+        guess = f" (the batch size, {n}: a 1/N missing?)" if math.isclose(c, n, rel_tol=1e-3) else ""
+        guess = guess or (f" (1/{n}: a 1/N too many?)" if math.isclose(c * n, 1, rel_tol=1e-3) else "")
+        which = "every mismatch is" if len(bad) > 1 else f"{bad[0]} is"
+        hints.append(f"{which} autograd's gradient times {c:.4g}{guess}")
+    wrong = {r.name for r in rows if not r.approximate}
+    checked = {r.name for r in rows}
+    backward = [a for a in reversed(forward_order) if a in checked]
+    for later, earlier in zip(backward, backward[1:], strict=False):
+        if later not in wrong and earlier in wrong:
+            first = f"going back from the loss, {earlier} is the first that is wrong ({later} is right)"
+            hints.append(f"{first}: look at the step from {later} back to {earlier}")
+            break
+    return hints
 
 
 def losses_differ(model, batch: Batch, seed: int) -> str | None:  # noqa: ANN001
@@ -198,7 +242,8 @@ def run(impl: Implementation, hp: Hyperparams, samples: int, seed: int, entries:
         if model_class.has_hand_written_gradients():
             weights = "its own weights" if own_weights else "random weights"
             title = f"{impl.name}: hand-written gradients vs autograd, {weights} ({samples} samples)"
-            rows = hand_written(model, batch, impl.label, random_weights=not own_weights)
+            hints: list[str] = []
+            rows = hand_written(model, batch, impl.label, random_weights=not own_weights, hints=hints)
             differ = losses_differ(model, batch, seed)
             if differ:
                 print(f"Note: {differ}", file=sys.stderr)
@@ -228,6 +273,8 @@ def run(impl: Implementation, hp: Hyperparams, samples: int, seed: int, entries:
     bad = [r.name for r in rows if not r.approximate]
     if bad:
         print(f"Gradient mismatch in: {', '.join(bad)}", file=sys.stderr)
+        for hint in hints if model_class.has_hand_written_gradients() else []:
+            print(f"Hint: {hint}", file=sys.stderr)
         return 1
     print(f"All {len(rows)} gradients match.")
     return 0

@@ -278,11 +278,13 @@ def check_gradients(name: str, samples: int = 5, overrides: dict[str, Any] | Non
     train = _tiny().train
     try:
         model = spec.model_class(spec.hp)
+        hints: list[str] = []
         rows = gradcheck.hand_written(
             model,
             Batch(train.x[:samples], train.y[:samples], train.onehot[:samples]),
             f"implementation '{name}'",
             random_weights=random_weights,
+            hints=hints,
         )
     except PluginError as exc:
         raise ConformanceError(str(exc)) from None
@@ -292,7 +294,7 @@ def check_gradients(name: str, samples: int = 5, overrides: dict[str, Any] | Non
         raise _fail(name, "forward_backward returned no gradients")
     bad = [r.name + (f" (max diff {r.max_diff:.3g})" if math.isfinite(r.max_diff) else "") for r in rows if not r.approximate]
     if bad:
-        raise _fail(name, f"hand-written gradients differ from autograd's: {', '.join(bad)}")
+        raise _fail(name, f"hand-written gradients differ from autograd's: {', '.join(bad)}" + "".join(f"; {h}" for h in hints))
     return True
 
 

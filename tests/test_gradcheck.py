@@ -69,7 +69,7 @@ def test_a_planted_wrong_gradient_exits_1_naming_it(run_cli, plugin_dist):
     assert result.exit_code == 1
     rows = table_rows(result.stdout)
     assert rows["b1"][1] == "False" and rows["w1"][1] == "True"
-    assert result.stderr.strip() == "Gradient mismatch in: b1"
+    assert result.stderr.strip().splitlines() == ["Gradient mismatch in: b1", "Hint: b1 is autograd's gradient times 1.01"]
 
 
 def test_autograd_plugins_are_checked_against_finite_differences(run_cli):
@@ -146,6 +146,12 @@ class SecondPass(Scratch):  # right gradients, but of activations from another f
         return lsi, forward(self.p, batch.x), grads
 
 
+class TimesN(Scratch):  # a mean loss whose gradients forgot its 1/N
+    def forward_backward(self, batch):
+        lsi, a, grads = super().forward_backward(batch)
+        return lsi / len(batch), a, grads
+
+
 class Typo(Scratch):  # forward_backwards: never called, so autograd's gradients are the ones checked
     forward_backwards = Scratch.forward_backward
     forward_backward = scratch.Model.forward_backward
@@ -157,6 +163,7 @@ def register_implementations(register):
     register("forgot", "Scratch without tanh' at the output.", Forgot, options=options)
     register("second-pass", "Scratch returning another pass's activations.", SecondPass, options=options)
     register("typo", "Scratch with forward_backward misspelt.", Typo, options=options)
+    register("times-n", "A mean loss, its gradients a sum's.", TimesN, options=options)
 """
 
 
@@ -164,6 +171,12 @@ def test_a_learners_slips_are_caught_and_named(run_cli, plugin_dist):
     plugin_dist("learner-plugin", "learner_mod", LEARNER)
     forgot = run_cli("gradcheck", "--plugin", "forgot")  # at the seed's init_std 0.001 tanh' is 1: random weights show it
     assert forgot.exit_code == 1 and "Gradient mismatch in: z2, w2, b2, h1, z1, w1, b1" in forgot.stderr, forgot.output
+    step = "Hint: going back from the loss, z2 is the first that is wrong (h2 is right): look at the step from h2 back to z2"
+    assert step in forgot.stderr.splitlines()
+    times_n = run_cli("gradcheck", "--plugin", "times-n", "--samples", "4")
+    assert times_n.exit_code == 1
+    hint = "Hint: every mismatch is autograd's gradient times 4 (the batch size, 4: a 1/N missing?)"
+    assert hint in times_n.stderr.splitlines(), times_n.stderr
     assert run_cli("gradcheck", "--plugin", "forgot", "--own-weights").exit_code == 0  # what the tiny init hid
     second = run_cli("gradcheck", "--plugin", "second-pass")
     assert second.exit_code == 1, second.output
