@@ -311,6 +311,9 @@ def compare(
     except comparing.NothingToCompare as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(result.render(fmt), nl=False)
+    absent = [name for name in dict.fromkeys(plugins) if name not in {row.plugin for row in result.rows}]
+    if absent:  # asked for, but none of the runs compared are its
+        click.echo(f"Note: no runs of {', '.join(absent)} in {result.title[0].lower()}{result.title[1:]}", err=True)
     if figure is not None and not result.has_curves:
         raise click.ClickException(f"--figure {figure}: none of these runs finished, so there is no curve to draw; not written")
     if figure is not None:

@@ -616,3 +616,12 @@ def test_a_group_stopped_early_says_how_many_of_its_runs_never_started(run_cli, 
     assert json.loads(run_cli("compare", "--group", group.info.run_id, "--format", "json").stdout)["runs_unstarted"] == 2
     only = json.loads(run_cli("compare", "--group", group.info.run_id, "--plugin", "scratch", "--format", "json").stdout)
     assert only["runs_unstarted"] == 0  # a part of the group: which of its runs are missing is not known
+
+
+def test_a_plugin_asked_for_that_has_no_runs_there_is_noted(lab):
+    result = lab.compare("--plugin", "scratch", "--plugin", "relu")
+    assert result.exit_code == 0 and "scratch" in result.stdout
+    assert result.stderr.strip() == (
+        f"Note: no runs of relu in comparison group {lab.group.info.run_name} ({lab.group.info.run_id}, experiment 'mlp-lab')"
+    )
+    assert lab.compare("--plugin", "scratch").stderr == ""
