@@ -40,6 +40,12 @@ def first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def described_where(exc: BaseException) -> str:
+    """:func:`described`, and where in the plugin's own code it was raised (``... (at model.py:42 in forward)``)."""
+    where = plugin_frame(exc)
+    return described(exc) + (f" (at {where})" if where else "")
+
+
 def plugin_frame(exc: BaseException) -> str | None:
     """Where in the plugin's own code ``exc`` was raised (``model.py:42 in forward``): the last frame of its
     traceback outside mlp-lab's core, the libraries it calls (torch, numpy) and Python's own; None if there is none."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from mlp_lab.data import Batch, load
-from mlp_lab.errors import PluginError, UsageError, described, plugin_frame
+from mlp_lab.errors import PluginError, UsageError, described_where
 from mlp_lab.model import checked_parameters, refusal
 from mlp_lab.options import Hyperparams
 from mlp_lab.registry import Implementation
@@ -260,8 +260,7 @@ def run(impl: Implementation, hp: Hyperparams, samples: int, seed: int, entries:
     except (PluginError, UsageError):
         raise
     except (Exception, SystemExit) as exc:  # the plugin's own code raised: one line, as mlp-lab run reports it
-        where = plugin_frame(exc)
-        raise PluginError(f"{impl.label} failed: {described(exc)}" + (f" (at {where})" if where else "")) from exc
+        raise PluginError(f"{impl.label} failed: {described_where(exc)}") from exc
     table = Table()
     for col in ("tensor", "exact", "approximate", "max diff"):
         table.add_column(col, justify="right" if col == "max diff" else "left")

@@ -22,11 +22,11 @@ import torch
 import mlp_lab
 from mlp_lab import figures, model_file, training
 from mlp_lab.data import Dataset
-from mlp_lab.errors import PluginError, TrackingError, described, plugin_frame
+from mlp_lab.errors import PluginError, TrackingError, described_where
 from mlp_lab.options import Hyperparams, as_logged
 from mlp_lab.progress import Progress
 from mlp_lab.registry import Implementation
-from mlp_lab.tracking import ArrayShape, RunLog, Tracker, refusal
+from mlp_lab.tracking import ArrayShape, RunLog, Tracker, store_refusal
 
 
 @dataclass
@@ -153,8 +153,7 @@ def execute(
 def failure(spec: RunSpec, exc: BaseException) -> str:
     """What a plugin's failure is reported as, in one line (the whole traceback goes into error.txt): where in
     its own code it was raised; for hand-written gradients that let the loss diverge, the check to run."""
-    where = plugin_frame(exc)
-    error = f"{spec.impl.label} failed: {described(exc)}" + (f" (at {where})" if where else "")
+    error = f"{spec.impl.label} failed: {described_where(exc)}"
     hand_written = getattr(spec.model_class, "has_hand_written_gradients", lambda: False)()
     if isinstance(exc, training.NonFiniteLoss) and hand_written:
         error += f"; a wrong gradient can do that: mlp-lab gradcheck --plugin {spec.impl.name}"
@@ -171,7 +170,7 @@ def refused_by_store(name: str) -> Iterator[None]:
     except TrackingError:
         raise
     except Exception as exc:
-        raise TrackingError(f"the MLflow store refused run {name}: {refusal(exc)}") from exc
+        raise TrackingError(f"the MLflow store refused run {name}: {store_refusal(exc)}") from exc
 
 
 def build_and_train(

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlp_lab.errors import described, plugin_frame
+from mlp_lab.errors import described, described_where
 
 if TYPE_CHECKING:
     from mlp_lab.data import Dataset
@@ -106,8 +106,7 @@ def _train(spec: RunSpec) -> tuple[Any, Any]:
     except PluginError as exc:  # the model breaks the contract (it cannot be saved, say): the message says how
         raise ConformanceError(str(exc)) from None
     except (Exception, SystemExit) as exc:  # sys.exit in a plugin fails the check, as it fails a run
-        where = plugin_frame(exc)
-        raise _fail(spec.impl.name, f"training failed: {described(exc)}" + (f" (at {where})" if where else "")) from exc
+        raise _fail(spec.impl.name, f"training failed: {described_where(exc)}") from exc
 
 
 def check_registered(name: str) -> Implementation:

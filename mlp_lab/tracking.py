@@ -161,7 +161,7 @@ class StoreError(UsageError):
     """The MLflow store cannot be opened (bad URI, unreachable server, unwritable folder)."""
 
 
-def refusal(exc: BaseException) -> str:
+def store_refusal(exc: BaseException) -> str:
     """Why the store refused a run's write, in one line; for a run deleted while it ran, said so."""
     why = first_line(exc)
     if "must be in the 'active' state" in why:  # MLflow's words for a deleted run
@@ -454,7 +454,7 @@ class RunLog:
 
     def write_error(self, exc: BaseException) -> TrackingError:
         """What a failed write of this run's records is reported as (a queued one: once, while it trains)."""
-        error = TrackingError(f"the MLflow store could not write what run {self.name} logged: {refusal(exc)}")
+        error = TrackingError(f"the MLflow store could not write what run {self.name} logged: {store_refusal(exc)}")
         error.__cause__ = exc
         return error
 
@@ -680,8 +680,8 @@ def _store_lock(uri: str) -> Iterator[None]:
     try:
         lock = open(database.with_suffix(".lock"), "a")  # noqa: SIM115 - closed below, after the lock is let go
     except OSError as exc:  # the folder takes no new files: said of the store, not of the lock file
-        where = database.with_suffix(".lock") if database.with_suffix(".lock").exists() else database.parent
-        why = f"cannot write in {where} ({exc.strerror or exc})"
+        lock_file = database.with_suffix(".lock")
+        why = f"cannot write in {lock_file if lock_file.exists() else database.parent} ({exc.strerror or exc})"
         raise StoreError(f"cannot open the MLflow store {uri}: {why}") from None
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
